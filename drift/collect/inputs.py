@@ -1,0 +1,133 @@
+"""Rollouts that already exist, as input to ``drift score``.
+
+Accepted inputs:
+
+- a drift dataset folder (its ``rollouts/`` table is read; every column is carried over);
+- a JSON Lines file, one rollout per line, in one of two forms:
+
+  * text: ``{"prompt": ..., "response": "...", "teacher_prompt": ... (optional)}`` — prompts are rendered like
+    prompt files (raw text, or chat messages through the template); the response is tokenized without special
+    tokens, so include the EOS text (e.g. ``<|im_end|>``) if it ended with one;
+  * ids: ``{"prompt_ids": [...], "response_ids": [...], "teacher_prompt_ids": [...] (optional)}``.
+
+  Optional keys in both: ``id`` / ``prompt_id``, ``sample_id`` (default: order of appearance per prompt),
+  ``answer``, ``reward``, ``finished``, ``truncated``, ``run_id``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from drift.collect.prompts import PromptRecord, parse_prompt_value, render_prompt
+from drift.errors import InputFormatError
+
+__all__ = ["read_rollouts"]
+
+
+def read_rollouts(path: str | os.PathLike[str], tokenizer: Any, *, chat: str = "auto",
+                  stop_ids: Sequence[int] = ()) -> list[dict[str, Any]]:
+    """Read rollouts to re-score as rollouts-table rows (dicts); all malformed lines are reported at once.
+
+    Raises:
+        InputFormatError: the path is neither a drift dataset nor a readable jsonl, or lines are malformed.
+    """
+    p = Path(path)
+    if p.is_dir():
+        from drift.store import open_dataset
+
+        ds = open_dataset(p)
+        ds.validate("rollouts", required=["prompt_id", "sample_id", "student_prompt_ids", "teacher_prompt_ids",
+                                          "response_ids"])
+        return ds.read("rollouts").to_pylist()
+    if not p.exists():
+        raise InputFormatError(f"rollouts input {p} does not exist (give a drift dataset folder or a .jsonl file)")
+    rows: list[dict[str, Any]] = []
+    problems: list[str] = []
+    per_prompt: dict[str, int] = {}
+    stops = set(int(s) for s in stop_ids)
+    with open(p, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                problems.append(f"line {lineno}: not valid JSON ({exc.msg})")
+                continue
+            row = _row_from_obj(obj, lineno, tokenizer, chat, problems)
+            if row is None:
+                continue
+            pid = row["prompt_id"]
+            if "sample_id" not in obj:
+                row["sample_id"] = per_prompt.get(pid, 0)
+            per_prompt[pid] = per_prompt.get(pid, 0) + 1
+            resp = row["response_ids"]
+            row.setdefault("finished", bool(resp) and resp[-1] in stops)
+            rows.append(row)
+    if problems:
+        shown = problems[:20] + ([f"... and {len(problems) - 20} more"] if len(problems) > 20 else [])
+        raise InputFormatError(f"{p}: {len(problems)} problem(s):\n  - " + "\n  - ".join(shown))
+    if not rows:
+        raise InputFormatError(f"{p} holds no rollouts")
+    keys = [(r["prompt_id"], r["sample_id"]) for r in rows]
+    if len(set(keys)) != len(keys):
+        raise InputFormatError(f"{p}: (prompt_id, sample_id) pairs are not unique; give explicit sample_id values")
+    return rows
+
+
+def _ids(value: Any, where: str, problems: list[str]) -> list[int] | None:
+    if isinstance(value, list) and all(isinstance(x, int) and x >= 0 for x in value):
+        return list(value)
+    problems.append(f"{where}: must be a list of non-negative integers")
+    return None
+
+
+def _row_from_obj(obj: Any, lineno: int, tokenizer: Any, chat: str, problems: list[str]) -> dict[str, Any] | None:
+    if not isinstance(obj, dict):
+        problems.append(f"line {lineno}: expected a JSON object")
+        return None
+    pid = str(obj.get("prompt_id", obj.get("id", lineno - 1)))
+    base: dict[str, Any] = {"prompt_id": pid, "answer": obj.get("answer"), "reward": obj.get("reward"),
+                            "truncated": bool(obj.get("truncated", False))}
+    for key in ("sample_id", "run_id", "finished"):
+        if key in obj:
+            base[key] = obj[key]
+    if "prompt_ids" in obj or "response_ids" in obj:
+        s_ids = _ids(obj.get("prompt_ids"), f"line {lineno} 'prompt_ids'", problems)
+        r_ids = _ids(obj.get("response_ids"), f"line {lineno} 'response_ids'", problems)
+        t_ids = _ids(obj["teacher_prompt_ids"], f"line {lineno} 'teacher_prompt_ids'", problems) \
+            if obj.get("teacher_prompt_ids") is not None else s_ids
+        if s_ids is None or r_ids is None or t_ids is None:
+            return None
+        s_text = tokenizer.decode(s_ids, skip_special_tokens=False)
+        t_text = None if t_ids == s_ids else tokenizer.decode(t_ids, skip_special_tokens=False)
+        source = None
+    elif "prompt" in obj and "response" in obj:
+        prompt = parse_prompt_value(obj["prompt"], f"line {lineno} 'prompt'", problems)
+        teacher = parse_prompt_value(obj["teacher_prompt"], f"line {lineno} 'teacher_prompt'", problems) \
+            if obj.get("teacher_prompt") is not None else None
+        if not isinstance(obj["response"], str):
+            problems.append(f"line {lineno} 'response': must be a string")
+            return None
+        if prompt is None or (obj.get("teacher_prompt") is not None and teacher is None):
+            return None
+        try:
+            s_text, s_ids = render_prompt(tokenizer, prompt, chat=chat)  # type: ignore[arg-type]
+            t_text, t_ids = render_prompt(tokenizer, teacher, chat=chat) if teacher else (None, s_ids)  # type: ignore[arg-type]
+        except InputFormatError as exc:
+            problems.append(f"line {lineno}: {exc}")
+            return None
+        r_ids = list(tokenizer(obj["response"], add_special_tokens=False)["input_ids"])
+        source = PromptRecord(id=pid, prompt=prompt).source_json()
+    else:
+        problems.append(f"line {lineno}: needs either 'prompt' + 'response' (text) or 'prompt_ids' + "
+                        f"'response_ids' (token ids); found keys {sorted(obj)}")
+        return None
+    return {**base, "prompt": s_text, "teacher_prompt": t_text, "student_prompt_ids": s_ids,
+            "teacher_prompt_ids": t_ids, "response_ids": r_ids,
+            "response_text": tokenizer.decode(r_ids, skip_special_tokens=False), "response_len": len(r_ids),
+            "source_prompt": source}

@@ -1,0 +1,152 @@
+"""Per-token drift metrics: pure, masked, unreduced functions.
+
+Two kinds live here.
+
+*Sampled-token metrics* need only the log-probabilities of the realized tokens, shape ``(B, L)`` with a validity
+``mask_B_L`` (1 = a response token). They follow the paper's notation (t is 0-based, sums are *exclusive*):
+
+- advantage        A_t  = log pi_T(y_t) - log pi_S(y_t)
+- k1               k1_t = log pi_S(y_t) - log pi_T(y_t) = -A_t
+- k3               d = clamp(A_t, -20, 20);  k3_t = min(exp(d) - d - 1, 10)      (verl ``low_var_kl``)
+- prefix log-ratio S_t  = sum_{k<t} A_k
+- cumulative gap   C_t  = sum_{k<t} |A_k|,   C_t / sum_{all k} |A_k|  (0 when the total is 0)
+
+*Full-vocabulary metrics* reduce one chunk of logits ``(C, V)`` of both models to per-token numbers
+(:func:`vocab_stats`): log-probs of the realized token, entropies, KL in both directions, teacher rank of the
+realized token, argmaxes and top-k overlap. Callers feed chunks of positions so memory stays O(C x V); a chunk's
+logits are reduced immediately and never kept.
+
+Invalid (masked) positions return 0 for every metric; reductions over tokens are the caller's business.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "K3_CLAMP",
+    "K3_MAX",
+    "advantage",
+    "cum_abs_gap",
+    "cum_abs_gap_frac",
+    "exclusive_cumsum",
+    "k1",
+    "k3",
+    "prefix_logratio",
+    "vocab_stats",
+    "vocab_stats_",
+]
+
+K3_CLAMP = 20.0  # |A_t| clamp before the exponential (verl low_var_kl)
+K3_MAX = 10.0  # upper clamp of k3
+
+
+def _m(mask_B_L: Tensor | None, like: Tensor) -> Tensor:
+    return torch.ones_like(like) if mask_B_L is None else mask_B_L.to(like.dtype)
+
+
+def advantage(student_lp_B_L: Tensor, teacher_lp_B_L: Tensor, mask_B_L: Tensor | None = None) -> Tensor:
+    """OPD advantage A_t = log pi_T(y_t) - log pi_S(y_t); 0 at masked positions."""
+    return (teacher_lp_B_L - student_lp_B_L) * _m(mask_B_L, student_lp_B_L)
+
+
+def k1(student_lp_B_L: Tensor, teacher_lp_B_L: Tensor, mask_B_L: Tensor | None = None) -> Tensor:
+    """k1_t = log pi_S(y_t) - log pi_T(y_t): unbiased single-sample estimate of KL(pi_S || pi_T) when y ~ pi_S."""
+    return (student_lp_B_L - teacher_lp_B_L) * _m(mask_B_L, student_lp_B_L)
+
+
+def k3(student_lp_B_L: Tensor, teacher_lp_B_L: Tensor, mask_B_L: Tensor | None = None) -> Tensor:
+    """k3_t = min(exp(d) - d - 1, 10) with d = clamp(log pi_T(y_t) - log pi_S(y_t), -20, 20). Non-negative."""
+    d = (teacher_lp_B_L - student_lp_B_L).clamp(-K3_CLAMP, K3_CLAMP)
+    return (torch.expm1(d) - d).clamp(min=0.0, max=K3_MAX) * _m(mask_B_L, student_lp_B_L)
+
+
+def exclusive_cumsum(x_B_L: Tensor, mask_B_L: Tensor | None = None) -> Tensor:
+    """out_t = sum_{k<t} x_k over valid positions (float64 accumulation); 0 at masked positions."""
+    m = _m(mask_B_L, x_B_L).to(torch.float64)
+    xm = x_B_L.to(torch.float64) * m
+    return (torch.cumsum(xm, dim=-1) - xm) * m
+
+
+def prefix_logratio(student_lp_B_L: Tensor, teacher_lp_B_L: Tensor, mask_B_L: Tensor | None = None) -> Tensor:
+    """S_t = sum_{k<t} A_k = log pi_T(y_<t) - log pi_S(y_<t) (exclusive; float64)."""
+    return exclusive_cumsum(advantage(student_lp_B_L, teacher_lp_B_L, mask_B_L), mask_B_L)
+
+
+def cum_abs_gap(student_lp_B_L: Tensor, teacher_lp_B_L: Tensor, mask_B_L: Tensor | None = None) -> Tensor:
+    """C_t = sum_{k<t} |A_k| (exclusive; float64)."""
+    return exclusive_cumsum(advantage(student_lp_B_L, teacher_lp_B_L, mask_B_L).abs(), mask_B_L)
+
+
+def cum_abs_gap_frac(student_lp_B_L: Tensor, teacher_lp_B_L: Tensor, mask_B_L: Tensor | None = None) -> Tensor:
+    """F_t = C_t / sum_{all valid k} |A_k| (IW-OPD code convention, no epsilon); 0 where the total is 0."""
+    a = advantage(student_lp_B_L, teacher_lp_B_L, mask_B_L).abs().to(torch.float64)
+    total = a.sum(dim=-1, keepdim=True)
+    c = exclusive_cumsum(a, mask_B_L)
+    return torch.where(total > 0, c / total.clamp_min(torch.finfo(torch.float64).tiny), torch.zeros_like(c))
+
+
+def vocab_stats(student_logits_C_V: Tensor, teacher_logits_C_V: Tensor, targets_C: Tensor, *,
+                topk: int = 16) -> dict[str, Tensor]:
+    """Reduce one chunk of logits of both models to per-token full-vocabulary metrics (float32).
+
+    With p = softmax(student), q = softmax(teacher), y = the realized token:
+
+    - ``student_logprob`` = log p(y), ``teacher_logprob`` = log q(y)
+    - ``student_entropy`` = -sum_v p log p, ``teacher_entropy`` = -sum_v q log q
+    - ``kl_reverse`` = KL(p || q) = sum_v p (log p - log q), ``kl_forward`` = KL(q || p)
+    - ``teacher_rank`` = #{v : q_v > q_y} (0 = y is a teacher argmax; ties favour y)
+    - ``student_argmax``, ``teacher_argmax``; ``topk_overlap`` = |topk(p) ∩ topk(q)| / k
+
+    Args:
+        student_logits_C_V: student logits for C positions (any float dtype; computed in float32).
+        teacher_logits_C_V: teacher logits for the same positions, same vocabulary width V.
+        targets_C: realized token ids.
+        topk: k for the top-k overlap (clamped to V).
+
+    Returns:
+        A dict of (C,) tensors (float32, except int ranks/argmaxes).
+    """
+    if student_logits_C_V.shape != teacher_logits_C_V.shape:
+        raise ValueError(f"logit shapes differ: {tuple(student_logits_C_V.shape)} vs "
+                         f"{tuple(teacher_logits_C_V.shape)}; slice both to the shared vocabulary first")
+    return vocab_stats_(torch.stack((student_logits_C_V, teacher_logits_C_V)).float(), targets_C, topk=topk)
+
+
+def vocab_stats_(logits_2_C_V: Tensor, targets_C: Tensor, *, topk: int = 16,
+                 probs_2_C_V: Tensor | None = None) -> dict[str, Tensor]:
+    """In-place core of :func:`vocab_stats`: ``logits_2_C_V[0]`` student, ``[1]`` teacher, float32.
+
+    Overwrites ``logits_2_C_V`` with log-probabilities (and ``probs_2_C_V``, a reusable buffer of the same shape,
+    with probabilities) so a caller that loops over chunks allocates nothing per chunk. The four sums
+    sum_v {p, q} x {log p, log q} are one batched matrix product, so each (C, V) array is read once.
+    """
+    _, c, v = logits_2_C_V.shape
+    logp = torch.log_softmax(logits_2_C_V, dim=-1, out=logits_2_C_V)
+    probs = torch.exp(logp, out=probs_2_C_V) if probs_2_C_V is not None else logp.exp()
+    # dots[i, a, b] = sum_v probs[a, i, v] * logp[b, i, v]
+    dots_C_2_2 = torch.bmm(probs.transpose(0, 1), logp.permute(1, 2, 0))
+    s_neg_h, s_cross = dots_C_2_2[:, 0, 0], dots_C_2_2[:, 0, 1]  # sum p log p, sum p log q
+    t_cross, t_neg_h = dots_C_2_2[:, 1, 0], dots_C_2_2[:, 1, 1]  # sum q log p, sum q log q
+    tgt = targets_C.long().view(c, 1)
+    s_lp = logp[0].gather(1, tgt).squeeze(1)
+    t_lp = logp[1].gather(1, tgt).squeeze(1)
+    k = max(1, min(int(topk), v))
+    s_top = torch.topk(logp[0], k, dim=-1, sorted=True).indices
+    t_top = torch.topk(logp[1], k, dim=-1, sorted=True).indices
+    overlap = (s_top.unsqueeze(2) == t_top.unsqueeze(1)).any(dim=2).sum(dim=1).float() / k
+    rank = (logp[1] > t_lp.unsqueeze(1)).sum(dim=1)
+    return {
+        "student_logprob": s_lp,
+        "teacher_logprob": t_lp,
+        "student_entropy": (-s_neg_h).clamp_min(0.0),
+        "teacher_entropy": (-t_neg_h).clamp_min(0.0),
+        # KL >= 0 exactly; identical rows give exactly 0, tiny negative rounding is clamped.
+        "kl_reverse": (s_neg_h - s_cross).clamp_min(0.0),
+        "kl_forward": (t_neg_h - t_cross).clamp_min(0.0),
+        "teacher_rank": rank.to(torch.int32),
+        "student_argmax": s_top[:, 0],
+        "teacher_argmax": t_top[:, 0],
+        "topk_overlap": overlap,
+    }

@@ -1,0 +1,274 @@
+"""Teacher-forced scoring of response tokens by a student and a teacher, chunked over positions.
+
+For every rollout, both models read their own prompt followed by the *same* response tokens. The model bodies run
+once per batch and only the final hidden states of the positions that predict response tokens are kept
+(``N x D``); these go through each LM head a chunk of ``chunk_size`` positions at a time and are reduced at once
+(:func:`drift.collect.metrics.vocab_stats_`). Peak memory is therefore the body's own plus O(chunk x V), never
+batch x length x vocab.
+
+Alignment: response token j of a rollout whose prompt has P tokens is predicted by the hidden state at index
+``P + j - 1`` of that model's input. Student and teacher prompts may differ in length (privileged teacher
+prompts); both index into their own inputs, so the pairing is by response position.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from drift.collect import metrics as m
+from drift.errors import AlignmentError
+
+__all__ = ["LMHead", "ScoringItem", "derived_metrics", "pad_right", "score_items"]
+
+log = logging.getLogger(__name__)
+
+# Columns produced per token, in output order (float32 unless noted).
+VOCAB_COLUMNS = ("student_logprob", "teacher_logprob", "student_entropy", "teacher_entropy", "kl_reverse",
+                 "kl_forward", "teacher_rank", "student_argmax", "teacher_argmax", "topk_overlap")
+
+
+@dataclass(frozen=True)
+class ScoringItem:
+    """One rollout to score: the two prompts and the shared response (token ids)."""
+
+    student_prompt_ids: Sequence[int]
+    teacher_prompt_ids: Sequence[int]
+    response_ids: Sequence[int]
+
+
+class LMHead:
+    """A causal LM split into body (→ final hidden states) and LM head (→ logits), for chunked scoring.
+
+    Handles the output transforms some architectures apply after the head: Gemma-style
+    ``final_logit_softcapping``, Cohere-style ``logit_scale`` (multiply) and Granite-style ``logits_scaling``
+    (divide). :meth:`check_parity` verifies on a short input that body + head reproduces ``model(...).logits``,
+    so an architecture with an unknown transform fails loudly instead of scoring silently wrong.
+    """
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.body = model.base_model
+        self.head = model.get_output_embeddings()
+        if self.body is model or self.head is None:
+            raise AlignmentError(
+                f"{type(model).__name__} does not expose a base model and an output embedding; drift's chunked "
+                "scorer needs a standard *ForCausalLM model."
+            )
+        cfg = model.config
+        self.softcap = getattr(cfg, "final_logit_softcapping", None)
+        self.scale = getattr(cfg, "logit_scale", None) if cfg.model_type.startswith("cohere") else None
+        self.divide = getattr(cfg, "logits_scaling", None)
+        self.vocab_size = int(self.head.weight.shape[0])
+        self.device = self.head.weight.device
+
+    def hidden(self, input_ids_B_L: Tensor, attention_mask_B_L: Tensor) -> Tensor:
+        """Final hidden states (after the final norm), shape (B, L, D)."""
+        out = self.body(input_ids=input_ids_B_L, attention_mask=attention_mask_B_L, use_cache=False)
+        return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+
+    def logits_into(self, hidden_C_D: Tensor, out_C_V: Tensor) -> Tensor:
+        """Write the logits of ``hidden_C_D`` restricted to the first ``out_C_V.shape[1]`` ids into ``out_C_V``."""
+        v = out_C_V.shape[1]
+        w = self.head.weight[:v]
+        bias = self.head.bias[:v] if getattr(self.head, "bias", None) is not None else None
+        if hidden_C_D.dtype == out_C_V.dtype and bias is None:
+            torch.mm(hidden_C_D, w.t(), out=out_C_V)
+        else:
+            out_C_V.copy_(torch.nn.functional.linear(hidden_C_D, w, bias))
+        if self.scale is not None:
+            out_C_V.mul_(self.scale)
+        if self.divide is not None:
+            out_C_V.div_(self.divide)
+        if self.softcap is not None:
+            out_C_V.div_(self.softcap).tanh_().mul_(self.softcap)
+        return out_C_V
+
+    @torch.inference_mode()
+    def check_parity(self, input_ids: Sequence[int], atol: float = 1e-3) -> float:
+        """Max |body+head logits - model logits| on ``input_ids``; raises if above ``atol`` (relative to scale)."""
+        ids = torch.tensor([list(input_ids)], device=self.device)
+        mask = torch.ones_like(ids)
+        ref = self.model(input_ids=ids, attention_mask=mask, use_cache=False).logits[0].float()
+        h = self.hidden(ids, mask)[0]
+        ours = self.logits_into(h, torch.empty(ref.shape, dtype=torch.float32, device=self.device))
+        err = float((ours - ref).abs().max())
+        if err > atol * max(1.0, float(ref.abs().max())):
+            raise AlignmentError(
+                f"body + LM head does not reproduce {type(self.model).__name__} logits (max abs diff {err:.3g}); "
+                "this architecture applies an output transform drift does not know. Please report it."
+            )
+        return err
+
+
+def pad_right(rows: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Right-pad token id rows into (B, L) ids and a 0/1 attention mask."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.as_tensor(list(r), dtype=torch.long)
+        mask[i, : len(r)] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _gather_response_hidden(lm: LMHead, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]],
+                            offset: int = 0) -> Tensor:
+    """Run ``lm``'s body on prompt+response rows; return the hidden states predicting each response token (N, D).
+
+    ``offset`` shifts which position is read (0 = correct; used only by the alignment self-check).
+    """
+    rows = [list(p) + list(r) for p, r in zip(prompts, responses, strict=True)]
+    ids, mask = pad_right(rows, 0, lm.device)
+    hidden_B_L_D = lm.hidden(ids, mask)
+    index_b, index_l = [], []
+    for b, (p, r) in enumerate(zip(prompts, responses, strict=True)):
+        lo, hi = len(p) - 1, len(p) + len(r) - 2
+        pos = np.clip(np.arange(lo, hi + 1) + offset, lo, hi)
+        index_b.append(np.full(len(r), b))
+        index_l.append(pos)
+    ib = torch.as_tensor(np.concatenate(index_b), device=lm.device)
+    il = torch.as_tensor(np.concatenate(index_l), device=lm.device)
+    return hidden_B_L_D[ib, il]
+
+
+def _batches(items: Sequence[ScoringItem], max_batch_tokens: int) -> list[list[int]]:
+    """Group item indices (sorted by length) so that rows x longest input <= max_batch_tokens."""
+    def width(i: int) -> int:
+        it = items[i]
+        return max(len(it.student_prompt_ids), len(it.teacher_prompt_ids)) + len(it.response_ids)
+
+    order = sorted(range(len(items)), key=width)
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        if current and (len(current) + 1) * width(i) > max_batch_tokens:
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+@torch.inference_mode()
+def score_items(student: Any, teacher: Any, items: Sequence[ScoringItem], *, chunk_size: int = 256,
+                topk: int = 16, max_batch_tokens: int = 16384, vocab_size: int | None = None,
+                temperature: float = 1.0, teacher_offset: int = 0,
+                on_batch: Callable[[int], None] | None = None) -> list[dict[str, np.ndarray]]:
+    """Score every response token of ``items`` with both models; return one dict of (T,) arrays per item.
+
+    Args:
+        student: the student causal LM (eval mode).
+        teacher: the teacher causal LM, same device; may be the same object (self-scoring).
+        items: rollouts to score; responses of length 0 give empty arrays.
+        chunk_size: positions per LM-head chunk (memory O(chunk_size x V)).
+        topk: k for ``topk_overlap``.
+        max_batch_tokens: cap on rows x padded length per body forward pass.
+        vocab_size: score over ids [0, vocab_size) only (shared vocabulary of padded embeddings); default both
+            heads' width, which must then be equal.
+        temperature: logits of both models are divided by it before normalization (1.0 = the models' own).
+        teacher_offset: read the teacher's hidden state ``offset`` positions late (alignment self-check only).
+        on_batch: called with the number of rollouts after each batch (progress bars).
+
+    Returns:
+        Per item: the :data:`VOCAB_COLUMNS` plus the sampled-token metrics of :func:`derived_metrics`.
+    """
+    s_lm = LMHead(student)
+    t_lm = s_lm if teacher is student else LMHead(teacher)
+    if vocab_size is None:
+        if s_lm.vocab_size != t_lm.vocab_size:
+            raise AlignmentError(f"LM heads differ in width ({s_lm.vocab_size} vs {t_lm.vocab_size}); pass "
+                                 "vocab_size= the shared vocabulary (drift.collect.guards.check_pair does this).")
+        vocab_size = s_lm.vocab_size
+    device = s_lm.device
+    chunk = max(1, int(chunk_size))
+    logits_2_C_V = torch.empty((2, chunk, vocab_size), dtype=torch.float32, device=device)
+    probs_2_C_V = torch.empty_like(logits_2_C_V)
+    results: list[dict[str, np.ndarray] | None] = [None] * len(items)
+    for batch in _batches(items, max_batch_tokens):
+        its = [items[i] for i in batch if len(items[i].response_ids) > 0]
+        for i in batch:
+            if len(items[i].response_ids) == 0:
+                results[i] = _empty_result()
+        if not its:
+            continue
+        responses = [list(it.response_ids) for it in its]
+        too_big = max(max(r) for r in responses)
+        if too_big >= vocab_size:
+            raise AlignmentError(f"response token id {too_big} is outside the scored vocabulary [0, {vocab_size}); "
+                                 "the rollouts were not produced with this tokenizer.")
+        hidden_s = _gather_response_hidden(s_lm, [it.student_prompt_ids for it in its], responses)
+        hidden_t = _gather_response_hidden(t_lm, [it.teacher_prompt_ids for it in its], responses, teacher_offset)
+        targets = torch.as_tensor(np.concatenate(responses), device=device)
+        n = targets.shape[0]
+        cols: dict[str, list[Tensor]] = {k: [] for k in VOCAB_COLUMNS}
+        for lo in range(0, n, chunk):
+            hi = min(n, lo + chunk)
+            buf = logits_2_C_V[:, : hi - lo]
+            pbuf = probs_2_C_V[:, : hi - lo]
+            s_lm.logits_into(hidden_s[lo:hi], buf[0])
+            t_lm.logits_into(hidden_t[lo:hi], buf[1])
+            if temperature != 1.0:
+                buf.div_(temperature)
+            stats = m.vocab_stats_(buf, targets[lo:hi], topk=topk, probs_2_C_V=pbuf)
+            for k in VOCAB_COLUMNS:
+                cols[k].append(stats[k].cpu())
+        flat = {k: torch.cat(v).numpy() for k, v in cols.items()}
+        lengths = [len(r) for r in responses]
+        derived = derived_metrics(flat["student_logprob"], flat["teacher_logprob"], lengths)
+        starts = np.concatenate([[0], np.cumsum(lengths)])
+        j = 0
+        for i in batch:
+            if results[i] is not None:
+                continue
+            a, b = starts[j], starts[j + 1]
+            results[i] = {**{k: v[a:b] for k, v in flat.items()}, **{k: v[a:b] for k, v in derived.items()}}
+            j += 1
+        if on_batch is not None:
+            on_batch(len(batch))
+        del hidden_s, hidden_t
+    return results  # type: ignore[return-value]
+
+
+def derived_metrics(student_lp_N: np.ndarray, teacher_lp_N: np.ndarray,
+                    lengths: Sequence[int]) -> dict[str, np.ndarray]:
+    """Sampled-token metrics for concatenated rollouts of the given lengths, via the masked (B, L) functions.
+
+    Returns flat (N,) arrays: advantage, k1, k3 (float32) and the exclusive prefix sums prefix_logratio,
+    cum_abs_gap, cum_abs_gap_frac, student_prefix_logprob, teacher_prefix_logprob (float64).
+    """
+    lengths = list(lengths)
+    b, width = len(lengths), max(lengths) if lengths else 0
+    mask = torch.arange(width).unsqueeze(0) < torch.as_tensor(lengths).unsqueeze(1)
+    s = torch.zeros((b, width), dtype=torch.float32)
+    t = torch.zeros((b, width), dtype=torch.float32)
+    s[mask] = torch.as_tensor(student_lp_N, dtype=torch.float32)
+    t[mask] = torch.as_tensor(teacher_lp_N, dtype=torch.float32)
+    out = {
+        "advantage": m.advantage(s, t, mask),
+        "k1": m.k1(s, t, mask),
+        "k3": m.k3(s, t, mask),
+        "prefix_logratio": m.prefix_logratio(s, t, mask),
+        "cum_abs_gap": m.cum_abs_gap(s, t, mask),
+        "cum_abs_gap_frac": m.cum_abs_gap_frac(s, t, mask),
+        "student_prefix_logprob": m.exclusive_cumsum(s, mask),
+        "teacher_prefix_logprob": m.exclusive_cumsum(t, mask),
+    }
+    return {k: v[mask].numpy() for k, v in out.items()}
+
+
+def _empty_result() -> dict[str, np.ndarray]:
+    f32 = np.zeros(0, dtype=np.float32)
+    res = {k: f32 for k in VOCAB_COLUMNS}
+    res.update({k: np.zeros(0, dtype=np.int64) for k in ("teacher_rank", "student_argmax", "teacher_argmax")})
+    res.update({k: f32 for k in ("advantage", "k1", "k3")})
+    res.update({k: np.zeros(0, dtype=np.float64) for k in ("prefix_logratio", "cum_abs_gap", "cum_abs_gap_frac",
+                                                           "student_prefix_logprob", "teacher_prefix_logprob")})
+    return res

@@ -1,0 +1,198 @@
+"""The drift dataset schema: one place that names every column, its type and its meaning.
+
+A drift dataset is a folder::
+
+    OUT/config.json          resolved config, model paths/revisions, tokenizer hashes, drift version
+    OUT/manifest.json        parts, row counts, status (running | complete | interrupted)
+    OUT/rollouts/part-*.parquet   one row per student rollout
+    OUT/tokens/part-*.parquet     one row per response token (tidy long format)
+
+Token rows are keyed by ``(run_id, step, prompt_id, sample_id, position)``. Signs follow the paper: the OPD
+advantage is ``teacher_logprob - student_logprob`` (mostly negative), ``k1`` is its negation (a reverse-KL
+estimate), prefix sums are *exclusive* (they cover tokens ``k < t``).
+
+Types are checked by *family* (int, float, bool, string, list<int>) rather than exact width, so tables that went
+through pandas or DuckDB still validate.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from drift.errors import SchemaError
+
+__all__ = [
+    "DRIFT_METADATA_KEY",
+    "ORACLE_TOKEN_COLUMNS",
+    "ROLLOUT_COLUMNS",
+    "ROLLOUT_SCHEMA",
+    "TOKEN_COLUMNS",
+    "TOKEN_SCHEMA",
+    "Column",
+    "read_drift_metadata",
+    "token_schema",
+    "validate_schema",
+    "with_drift_metadata",
+]
+
+DRIFT_METADATA_KEY = b"drift"
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column: name, arrow type, family used for validation, nullability and meaning."""
+
+    name: str
+    type: pa.DataType
+    doc: str
+    nullable: bool = False
+
+    @property
+    def family(self) -> str:
+        return _family(self.type)
+
+
+def _family(t: pa.DataType) -> str:
+    if pa.types.is_boolean(t):
+        return "bool"
+    if pa.types.is_integer(t):
+        return "int"
+    if pa.types.is_floating(t):
+        return "float"
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return "string"
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        return f"list<{_family(t.value_type)}>"
+    if pa.types.is_dictionary(t):
+        return _family(t.value_type)
+    if pa.types.is_null(t):
+        return "null"
+    return str(t)
+
+
+F32, F64, I32, I64 = pa.float32(), pa.float64(), pa.int32(), pa.int64()
+
+ROLLOUT_COLUMNS: tuple[Column, ...] = (
+    Column("run_id", pa.string(), "run identifier (defaults to the output folder's name)"),
+    Column("prompt_id", pa.string(), "prompt identifier (the prompt file's `id`, else its line number)"),
+    Column("sample_id", I64, "index of this sample among the prompt's samples (0-based)"),
+    Column("prompt", pa.string(), "the student's prompt as rendered text (chat template applied if used)"),
+    Column("teacher_prompt", pa.string(), "the teacher's rendered prompt when it differs (privileged), else null",
+           nullable=True),
+    Column("student_prompt_ids", pa.list_(I32), "student prompt token ids (incl. BOS / template tokens)"),
+    Column("teacher_prompt_ids", pa.list_(I32), "teacher prompt token ids"),
+    Column("response_ids", pa.list_(I32), "sampled response token ids, EOS included when finished"),
+    Column("response_text", pa.string(), "decoded response (special tokens kept)"),
+    Column("response_len", I32, "number of response tokens"),
+    Column("finished", pa.bool_(), "the response ended with EOS"),
+    Column("truncated", pa.bool_(), "the response hit max_new_tokens without EOS"),
+    Column("reward", F64, "verifier score in [0, 1] when an answer and a verifier exist, else null", nullable=True),
+    Column("answer", pa.string(), "reference answer from the prompt file, if any", nullable=True),
+)
+
+TOKEN_COLUMNS: tuple[Column, ...] = (
+    Column("run_id", pa.string(), "run identifier"),
+    Column("step", I64, "training step / checkpoint label of the *scoring* student (--step, default 0)"),
+    Column("prompt_id", pa.string(), "prompt identifier"),
+    Column("sample_id", I64, "sample index within the prompt"),
+    Column("position", I32, "0-based index t in the response"),
+    Column("response_len", I32, "T, number of response tokens"),
+    Column("rel_position", F64, "t / T"),
+    Column("token_id", I32, "the sampled token y_t"),
+    Column("student_logprob", F32, "log pi_S(y_t | x, y_<t)"),
+    Column("teacher_logprob", F32, "log pi_T(y_t | x_T, y_<t) (x_T may be a privileged prompt)"),
+    Column("advantage", F32, "A_t = teacher_logprob - student_logprob (OPD advantage, keep the sign)"),
+    Column("k1", F32, "student_logprob - teacher_logprob = -A_t (single-sample reverse-KL estimate)"),
+    Column("k3", F32, "exp(d) - d - 1, d = clamp(A_t, +-20), clamped to <= 10 (verl low_var_kl)"),
+    Column("kl_reverse", F32, "full-vocab KL(pi_S || pi_T) at this position"),
+    Column("kl_forward", F32, "full-vocab KL(pi_T || pi_S) at this position"),
+    Column("student_entropy", F32, "full-vocab entropy of pi_S (nats)"),
+    Column("teacher_entropy", F32, "full-vocab entropy of pi_T (nats)"),
+    Column("teacher_rank", I32, "rank of y_t under the teacher (0 = teacher argmax; ties count as lower rank)"),
+    Column("teacher_top1", pa.bool_(), "y_t is the teacher's argmax"),
+    Column("argmax_agree", pa.bool_(), "student argmax == teacher argmax"),
+    Column("topk_overlap", F32, "|top-k(pi_S) ∩ top-k(pi_T)| / k (k in the parquet metadata, default 16)"),
+    Column("prefix_logratio", F64, "S_t = sum_{k<t} A_k (log prefix ratio, exclusive)"),
+    Column("cum_abs_gap", F64, "C_t = sum_{k<t} |A_k| (exclusive)"),
+    Column("cum_abs_gap_frac", F64, "C_t / sum_all |A_k| (IW-OPD code convention; 0 when the total is 0)"),
+    Column("student_prefix_logprob", F64, "sum_{k<t} student_logprob (exclusive)"),
+    Column("teacher_prefix_logprob", F64, "sum_{k<t} teacher_logprob (exclusive)"),
+    Column("finished", pa.bool_(), "copied from the rollout: ended with EOS"),
+    Column("truncated", pa.bool_(), "copied from the rollout: hit max_new_tokens"),
+    Column("reward", F64, "copied from the rollout: verifier score or null", nullable=True),
+)
+
+ORACLE_TOKEN_COLUMNS: tuple[Column, ...] = (
+    Column("oracle_token", I32, "the oracle's correct token at this slot given the prefix (-1 past the answer)"),
+    Column("oracle_teacher_correct", pa.bool_(), "teacher argmax equals the oracle's next token"),
+    Column("oracle_student_correct", pa.bool_(), "sampled token equals the oracle's next token"),
+    Column("oracle_prefix_ok", pa.bool_(), "the prefix y_<t is error-free so far"),
+)
+
+
+def _schema(columns: Iterable[Column]) -> pa.Schema:
+    return pa.schema([pa.field(c.name, c.type, nullable=c.nullable) for c in columns])
+
+
+ROLLOUT_SCHEMA = _schema(ROLLOUT_COLUMNS)
+TOKEN_SCHEMA = _schema(TOKEN_COLUMNS)
+
+
+def token_schema(*, oracle: bool = False) -> pa.Schema:
+    """Arrow schema of the token table, with the oracle-world columns when ``oracle``."""
+    return _schema(TOKEN_COLUMNS + (ORACLE_TOKEN_COLUMNS if oracle else ()))
+
+
+def validate_schema(schema: pa.Schema, kind: str, *, required: Iterable[str] | None = None,
+                    what: str | None = None) -> None:
+    """Check an arrow schema against the drift ``kind`` ("tokens" or "rollouts"); list every problem at once.
+
+    Args:
+        schema: the schema found (of a table, a parquet file or a dataset).
+        kind: which table it should be.
+        required: only these columns are required (default: all non-optional columns of ``kind``). Extra columns
+            are always allowed.
+        what: how to name the checked object in the error (e.g. a path).
+
+    Raises:
+        SchemaError: naming every missing column and every column whose type family is wrong.
+    """
+    columns = {"tokens": TOKEN_COLUMNS + ORACLE_TOKEN_COLUMNS, "rollouts": ROLLOUT_COLUMNS}.get(kind)
+    if columns is None:
+        raise ValueError(f"kind must be 'tokens' or 'rollouts', got {kind!r}")
+    by_name = {c.name: c for c in columns}
+    base = TOKEN_COLUMNS if kind == "tokens" else ROLLOUT_COLUMNS
+    need = list(required) if required is not None else [c.name for c in base]
+    problems: list[str] = []
+    present = {f.name: f for f in schema}
+    for name in need:
+        if name not in present:
+            hint = f" ({by_name[name].doc})" if name in by_name else ""
+            problems.append(f"missing column {name!r}{hint}")
+    for name, fld in present.items():
+        col = by_name.get(name)
+        if col is None:
+            continue
+        found = _family(fld.type)
+        if found != col.family and found != "null":
+            problems.append(f"column {name!r} has type {fld.type} ({found}); expected {col.family} like {col.type}")
+    if problems:
+        raise SchemaError(what or f"{kind} table", problems)
+
+
+def with_drift_metadata(schema: pa.Schema, meta: Mapping[str, Any]) -> pa.Schema:
+    """Attach drift's key-value metadata (estimator support, temperature, models, ...) as JSON under b"drift"."""
+    existing = dict(schema.metadata or {})
+    existing[DRIFT_METADATA_KEY] = json.dumps(dict(meta), default=str).encode()
+    return schema.with_metadata(existing)
+
+
+def read_drift_metadata(schema: pa.Schema) -> dict[str, Any]:
+    """The drift metadata dict stored on a parquet schema, or {} if absent."""
+    raw = (schema.metadata or {}).get(DRIFT_METADATA_KEY)
+    return json.loads(raw) if raw else {}

@@ -1,0 +1,100 @@
+"""Per-token metric functions against naive definitions."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from drift.collect import metrics as m
+
+
+def _rand_lp(rng: np.random.Generator, shape: tuple[int, ...]) -> torch.Tensor:
+    return torch.as_tensor(-rng.exponential(2.0, size=shape), dtype=torch.float32)
+
+
+def test_sampled_token_metrics_match_naive_loops(rng: np.random.Generator) -> None:
+    s, t = _rand_lp(rng, (3, 9)), _rand_lp(rng, (3, 9))
+    t[0, 2] = s[0, 2] + 30.0  # exercises the +20 clamp
+    lengths = [9, 4, 1]
+    mask = torch.arange(9)[None, :] < torch.tensor(lengths)[:, None]
+    adv, k1, k3 = m.advantage(s, t, mask), m.k1(s, t, mask), m.k3(s, t, mask)
+    S, C, F = m.prefix_logratio(s, t, mask), m.cum_abs_gap(s, t, mask), m.cum_abs_gap_frac(s, t, mask)
+    for b, n in enumerate(lengths):
+        run_s = run_c = 0.0
+        total = sum(abs(float(t[b, k] - s[b, k])) for k in range(n))
+        for j in range(9):
+            if j >= n:
+                assert adv[b, j] == 0 and k3[b, j] == 0 and S[b, j] == 0 and C[b, j] == 0
+                continue
+            a = float(t[b, j]) - float(s[b, j])
+            d = min(max(a, -20.0), 20.0)
+            assert adv[b, j].item() == pytest.approx(a, abs=1e-6)
+            assert k1[b, j].item() == pytest.approx(-a, abs=1e-6)
+            assert k3[b, j].item() == pytest.approx(min(math.exp(d) - d - 1.0, 10.0), rel=1e-5, abs=1e-6)
+            assert S[b, j].item() == pytest.approx(run_s, abs=1e-5)
+            assert C[b, j].item() == pytest.approx(run_c, abs=1e-5)
+            assert F[b, j].item() == pytest.approx(run_c / total if total > 0 else 0.0, abs=1e-6)
+            run_s += a
+            run_c += abs(a)
+    assert (k3 >= 0).all() and (k3 <= 10).all()
+    assert S.dtype == torch.float64 and C.dtype == torch.float64
+
+
+def test_cum_abs_gap_frac_is_zero_when_no_gap() -> None:
+    s = torch.full((1, 5), -1.0)
+    frac = m.cum_abs_gap_frac(s, s.clone())
+    assert torch.equal(frac, torch.zeros_like(frac, dtype=torch.float64))
+
+
+def _naive_vocab(s: torch.Tensor, t: torch.Tensor, y: torch.Tensor, k: int) -> dict[str, np.ndarray]:
+    ls, lt = torch.log_softmax(s.double(), -1), torch.log_softmax(t.double(), -1)
+    ps, pt = ls.exp(), lt.exp()
+    out: dict[str, list[float]] = {key: [] for key in (
+        "student_logprob", "teacher_logprob", "student_entropy", "teacher_entropy", "kl_reverse", "kl_forward",
+        "teacher_rank", "topk_overlap")}
+    kk = min(k, s.shape[1])
+    for i in range(s.shape[0]):
+        yi = int(y[i])
+        out["student_logprob"].append(float(ls[i, yi]))
+        out["teacher_logprob"].append(float(lt[i, yi]))
+        out["student_entropy"].append(-sum(float(ps[i, v] * ls[i, v]) for v in range(s.shape[1])))
+        out["teacher_entropy"].append(-sum(float(pt[i, v] * lt[i, v]) for v in range(s.shape[1])))
+        out["kl_reverse"].append(sum(float(ps[i, v] * (ls[i, v] - lt[i, v])) for v in range(s.shape[1])))
+        out["kl_forward"].append(sum(float(pt[i, v] * (lt[i, v] - ls[i, v])) for v in range(s.shape[1])))
+        out["teacher_rank"].append(sum(1 for v in range(s.shape[1]) if lt[i, v] > lt[i, yi]))
+        top_s = set(np.argsort(-s[i].numpy(), kind="stable")[:kk].tolist())
+        top_t = set(np.argsort(-t[i].numpy(), kind="stable")[:kk].tolist())
+        out["topk_overlap"].append(len(top_s & top_t) / kk)
+    return {key: np.asarray(v) for key, v in out.items()}
+
+
+@pytest.mark.parametrize(("vocab", "k"), [(7, 3), (40, 16), (5, 16)])
+def test_vocab_stats_match_naive(rng: np.random.Generator, vocab: int, k: int) -> None:
+    s = torch.as_tensor(rng.normal(0, 2, (6, vocab)), dtype=torch.float32)
+    t = torch.as_tensor(rng.normal(0, 2, (6, vocab)), dtype=torch.float32)
+    y = torch.as_tensor(rng.integers(0, vocab, 6))
+    got = m.vocab_stats(s, t, y, topk=k)
+    ref = _naive_vocab(s, t, y, k)
+    for key, want in ref.items():
+        np.testing.assert_allclose(got[key].double().numpy(), want, atol=1e-5, err_msg=key)
+    assert (got["kl_reverse"] >= 0).all() and (got["kl_forward"] >= 0).all()
+    np.testing.assert_array_equal(got["student_argmax"].numpy(), s.argmax(-1).numpy())
+    np.testing.assert_array_equal(got["teacher_argmax"].numpy(), t.argmax(-1).numpy())
+
+
+def test_vocab_stats_identical_models_give_zero_kl(rng: np.random.Generator) -> None:
+    s = torch.as_tensor(rng.normal(0, 3, (8, 50)), dtype=torch.float32)
+    y = torch.as_tensor(rng.integers(0, 50, 8))
+    got = m.vocab_stats(s, s.clone(), y)
+    assert float(got["kl_reverse"].abs().max()) < 1e-6
+    assert float(got["kl_forward"].abs().max()) < 1e-6
+    assert torch.equal(got["student_logprob"], got["teacher_logprob"])
+    assert float(got["topk_overlap"].min()) == 1.0
+
+
+def test_vocab_stats_rejects_mismatched_widths() -> None:
+    with pytest.raises(ValueError, match="shared vocabulary"):
+        m.vocab_stats(torch.zeros(2, 5), torch.zeros(2, 6), torch.zeros(2, dtype=torch.long))

@@ -153,10 +153,17 @@ def load_model(spec: str | os.PathLike[str], *, device: str = "auto", dtype: str
     path = resolve_model_path(spec)
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # drift shows its own progress; per-tensor loading bars are noise
     try:
         model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dt)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"could not load a causal LM from {path}: {exc}") from exc
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     model.to(dev)
     model.eval()
     model.requires_grad_(False)

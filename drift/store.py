@@ -77,13 +77,16 @@ class DatasetWriter:
         metadata: key-value metadata attached to every parquet file under ``b"drift"``.
         identity: what determines the rows (settings, model fingerprints, input hash). Stored in the manifest;
             ``resume`` requires it to be equal, so a resumed run cannot silently mix two configurations.
+        tables: the tables each part holds (one sub-folder each). Tables named ``rollouts`` or ``tokens`` are
+            checked against the drift schema on write; others (e.g. a probe's ``continuations``) are not.
     """
 
     def __init__(self, root: str | os.PathLike[str], *, if_exists: IfExists = "fail",
                  config: Mapping[str, Any], n_parts: int | None = None,
                  metadata: Mapping[str, Any] | None = None,
-                 identity: Mapping[str, Any] | None = None) -> None:
+                 identity: Mapping[str, Any] | None = None, tables: tuple[str, ...] = TABLES) -> None:
         self.root = Path(root)
+        self.tables = tuple(tables)
         self.metadata = dict(metadata or {})
         self.n_parts = n_parts
         if if_exists not in ("fail", "overwrite", "resume"):
@@ -101,7 +104,7 @@ class DatasetWriter:
                     f"{self.root} is not empty and holds no drift manifest.json; refusing to delete it. "
                     "Choose an empty or new --out folder."
                 )
-            for name in (*TABLES, MANIFEST, CONFIG):
+            for name in (*self.tables, MANIFEST, CONFIG):
                 p = self.root / name
                 if p.is_dir():
                     shutil.rmtree(p)
@@ -109,7 +112,7 @@ class DatasetWriter:
                     p.unlink()
             exists = False
         self.root.mkdir(parents=True, exist_ok=True)
-        for t in TABLES:
+        for t in self.tables:
             (self.root / t).mkdir(exist_ok=True)
         if exists and if_exists == "resume":
             if not manifest_path.exists():
@@ -122,7 +125,7 @@ class DatasetWriter:
         else:
             self.manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "status": "running",
                              "created": _now(), "updated": _now(), "n_parts_planned": n_parts, "parts": [],
-                             "n_rollouts": 0, "n_tokens": 0, "identity": dict(identity or {})}
+                             **{f"n_{t}": 0 for t in self.tables}, "identity": dict(identity or {})}
             _atomic_write_text(self.root / CONFIG, json.dumps(dict(config), indent=2, default=str) + "\n")
         if n_parts is not None:
             self.manifest["n_parts_planned"] = n_parts
@@ -141,8 +144,8 @@ class DatasetWriter:
 
     def _clean_unlisted(self) -> None:
         """Delete part files and temp files the manifest does not list (left by a crash mid-part)."""
-        listed = {p[t] for p in self.manifest["parts"] for t in TABLES}
-        for t in TABLES:
+        listed = {p[t] for p in self.manifest["parts"] for t in self.tables}
+        for t in self.tables:
             for f in (self.root / t).iterdir():
                 rel = f"{t}/{f.name}"
                 if rel not in listed:
@@ -168,22 +171,29 @@ class DatasetWriter:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
 
-    def write_part(self, index: int, rollouts: pa.Table, tokens: pa.Table) -> None:
-        """Write part ``index`` (both tables) atomically and record it in the manifest."""
+    def write_part(self, index: int, rollouts: pa.Table | None = None, tokens: pa.Table | None = None,
+                   **tables: pa.Table) -> None:
+        """Write part ``index`` (every table of the dataset) atomically and record it in the manifest."""
         if index in self.completed_parts:
             raise DatasetError(f"part {index} of {self.root} is already written")
-        validate_schema(rollouts.schema, "rollouts", what=f"rollouts of part {index}")
-        validate_schema(tokens.schema, "tokens", what=f"tokens of part {index}")
-        entry = {"index": index}
-        for name, table in (("tokens", tokens), ("rollouts", rollouts)):
+        given = {k: v for k, v in {"rollouts": rollouts, "tokens": tokens, **tables}.items() if v is not None}
+        if set(given) != set(self.tables):
+            raise DatasetError(f"part {index}: expected tables {sorted(self.tables)}, got {sorted(given)}")
+        for name in ("rollouts", "tokens"):
+            if name in given:
+                validate_schema(given[name].schema, name, what=f"{name} of part {index}")
+        entry: dict[str, Any] = {"index": index}
+        # tokens first, rollouts last: a part is only listed once all its files are in place anyway
+        for name in sorted(given, key=lambda n: n != "tokens"):
             rel = f"{name}/{_part_name(index)}"
-            self._write_table(table, rel)
+            self._write_table(given[name], rel)
             entry[name] = rel
-        entry.update(n_rollouts=rollouts.num_rows, n_tokens=tokens.num_rows, written=_now())
+        counts = {f"n_{name}": t.num_rows for name, t in given.items()}
+        entry.update(counts, written=_now())
         self.manifest["parts"].append(entry)
         self.manifest["parts"].sort(key=lambda p: p["index"])
-        self.manifest["n_rollouts"] = sum(p["n_rollouts"] for p in self.manifest["parts"])
-        self.manifest["n_tokens"] = sum(p["n_tokens"] for p in self.manifest["parts"])
+        for key in counts:
+            self.manifest[key] = sum(p.get(key, 0) for p in self.manifest["parts"])
         self._write_manifest()
 
     def close(self, status: Literal["complete", "interrupted", "failed"] = "complete", **info: Any) -> None:
@@ -207,32 +217,32 @@ class DriftDataset:
     manifest: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
 
-    def files(self, table: Literal["tokens", "rollouts"]) -> list[str]:
+    def files(self, table: str) -> list[str]:
         """Paths of the parquet parts of ``table`` (manifest-listed parts only when a manifest exists)."""
         if self.manifest.get("parts") is not None and self.manifest.get("format") == FORMAT:
-            return [str(self.root / p[table]) for p in self.manifest["parts"]]
+            return [str(self.root / p[table]) for p in self.manifest["parts"] if table in p]
         folder = self.root / table
         if not folder.is_dir():
             return []
         return sorted(str(p) for p in folder.glob("*.parquet") if not p.name.startswith("."))
 
-    def dataset(self, table: Literal["tokens", "rollouts"] = "tokens") -> pads.Dataset:
+    def dataset(self, table: str = "tokens") -> pads.Dataset:
         """A lazy :class:`pyarrow.dataset.Dataset` over the table's parts."""
         files = self.files(table)
         if not files:
             raise DatasetError(f"{self.root} has no {table} parquet parts; is it a drift dataset folder?")
         return pads.dataset(files, format="parquet")
 
-    def validate(self, table: Literal["tokens", "rollouts"] = "tokens", required: list[str] | None = None) -> None:
+    def validate(self, table: str = "tokens", required: list[str] | None = None) -> None:
         """Check the table's schema; raises :class:`~drift.errors.SchemaError` listing every problem."""
         validate_schema(self.dataset(table).schema, table, required=required, what=f"{self.root}/{table}")
 
-    def read(self, table: Literal["tokens", "rollouts"] = "tokens", columns: list[str] | None = None,
+    def read(self, table: str = "tokens", columns: list[str] | None = None,
              filter: pads.Expression | None = None) -> pa.Table:
         """Read (a projection / filter of) a table into memory as an arrow Table."""
         return self.dataset(table).to_table(columns=columns, filter=filter)
 
-    def to_pandas(self, table: Literal["tokens", "rollouts"] = "tokens", columns: list[str] | None = None):
+    def to_pandas(self, table: str = "tokens", columns: list[str] | None = None):
         """Read a table into pandas (fine for small data; use :meth:`dataset` or DuckDB at scale)."""
         return self.read(table, columns=columns).to_pandas()
 
@@ -247,8 +257,9 @@ class DriftDataset:
         import duckdb
 
         con = con if con is not None else duckdb.connect()
-        for table in TABLES:
-            files = self.files(table)  # type: ignore[arg-type]
+        tables = [p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        for table in sorted(set(tables) | set(TABLES)):
+            files = self.files(table)
             if files:
                 listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
                 con.execute(f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM read_parquet([{listing}])")

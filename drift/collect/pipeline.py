@@ -166,7 +166,7 @@ class _PartWriter:
         report = alignment_self_check(self.models.student, self.models.teacher, items,
                                       vocab_size=self.models.pair.shared_vocab, chunk_size=self.opts.chunk_size,
                                       topk=self.opts.topk, max_batch_tokens=self.opts.max_batch_tokens)
-        log.info("alignment self-check passed: self max KL %.2g, shifted mean |A| %.3g, offsets %s",
+        log.debug("alignment self-check passed: self max KL %.2g, shifted mean |A| %.3g, offsets %s",
                  report.self_max_kl, report.shifted_mean_abs_advantage, report.offset_teacher_logprob)
         return report.to_dict()
 

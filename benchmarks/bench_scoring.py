@@ -64,7 +64,8 @@ def _random_smollm2(seed: int, device: str, dtype: str) -> Any:
     dev = resolve_device(device)
     cfg = AutoConfig.for_model(**json.loads((Path(__file__).parent / "smollm2_config.json").read_text()))
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(cfg, dtype=resolve_dtype(dtype, dev)).to(dev).eval()
+    with dev:  # initialize directly on the device (random init of 135M parameters on the CPU is slow)
+        model = AutoModelForCausalLM.from_config(cfg, dtype=resolve_dtype(dtype, dev)).eval()
     return model.requires_grad_(False)
 
 

@@ -79,6 +79,7 @@ F32, F64, I32, I64 = pa.float32(), pa.float64(), pa.int32(), pa.int64()
 
 ROLLOUT_COLUMNS: tuple[Column, ...] = (
     Column("run_id", pa.string(), "run identifier (defaults to the output folder's name)"),
+    Column("step", I64, "training step / checkpoint label of the scoring student (same as the token rows)"),
     Column("prompt_id", pa.string(), "prompt identifier (the prompt file's `id`, else its line number)"),
     Column("sample_id", I64, "index of this sample among the prompt's samples (0-based)"),
     Column("prompt", pa.string(), "the student's prompt as rendered text (chat template applied if used)"),
@@ -155,8 +156,8 @@ def validate_schema(schema: pa.Schema, kind: str, *, required: Iterable[str] | N
     Args:
         schema: the schema found (of a table, a parquet file or a dataset).
         kind: which table it should be.
-        required: only these columns are required (default: all non-optional columns of ``kind``). Extra columns
-            are always allowed.
+        required: only these columns are required and type-checked (default: every column of ``kind`` is
+            required and every known column present is type-checked). Extra columns are always allowed.
         what: how to name the checked object in the error (e.g. a path).
 
     Raises:
@@ -176,7 +177,7 @@ def validate_schema(schema: pa.Schema, kind: str, *, required: Iterable[str] | N
             problems.append(f"missing column {name!r}{hint}")
     for name, fld in present.items():
         col = by_name.get(name)
-        if col is None:
+        if col is None or (required is not None and name not in need):
             continue
         found = _family(fld.type)
         if found != col.family and found != "null":

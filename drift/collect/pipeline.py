@@ -101,7 +101,7 @@ def _metadata(cfg: Any, models: _Models, run_id: str, sampling: dict[str, Any] |
 def build_tables(rows: Sequence[dict[str, Any]], scores: Sequence[dict[str, np.ndarray]], *, step: int,
                  world: Any | None = None, tokenizer: Any | None = None) -> tuple[pa.Table, pa.Table]:
     """Turn rollout rows and their per-token scores into the rollouts and tokens arrow tables."""
-    rollouts = pa.Table.from_pylist([{c: r.get(c) for c in ROLLOUT_SCHEMA.names} for r in rows],
+    rollouts = pa.Table.from_pylist([{**{c: r.get(c) for c in ROLLOUT_SCHEMA.names}, "step": step} for r in rows],
                                     schema=ROLLOUT_SCHEMA)
     if rows and "source_prompt" in rows[0]:
         rollouts = rollouts.append_column("source_prompt", pa.array([r.get("source_prompt") for r in rows],

@@ -1,0 +1,72 @@
+"""drift.stats: metrics by position bin with rollout-level intervals, decay fits and direction tests.
+
+A typical notebook session::
+
+    from drift.stats import BinSpec, aggregate_bins, fit_bins, direction_test, plot_bins
+
+    rb = aggregate_bins("runs/x", ["kl_reverse", "cum_abs_gap_frac"], BinSpec(by="rel", bins=20))
+    table = rb.table(n_boot=1000, seed=0)          # tidy DataFrame: mean, ci_low, ci_high, n_tokens, n_rollouts...
+    sel = fit_bins(rb, "cum_abs_gap_frac")          # five families compared by AIC; sel.best is a FitResult
+    direction_test(rb, "kl_reverse")                # rises / falls / flat, with a bootstrap interval of rho
+    plot_bins(table, "kl_reverse"); sel.best.plot()
+
+Modules: :mod:`~drift.stats.reader` (lazy, schema-checked sources), :mod:`~drift.stats.bins` (binning in DuckDB),
+:mod:`~drift.stats.bootstrap` (cluster bootstrap from sufficient statistics), :mod:`~drift.stats.models` (declared
+curve families), :mod:`~drift.stats.fit` (the one fitting routine and its frozen results),
+:mod:`~drift.stats.direction`, :mod:`~drift.stats.pipeline` (the ``drift fit`` stage), :mod:`~drift.stats.plots`.
+"""
+
+from drift.stats.bins import BIN_COLUMNS, BinSpec, Cell, RolloutBins, aggregate_bins, bin_metric
+from drift.stats.bootstrap import BootstrapResult, cluster_bootstrap_ratio, ratio_replicates, resample_counts
+from drift.stats.direction import DirectionResult, direction_from_stats, direction_test
+from drift.stats.fit import FitResult, ModelSelection, fit_all, fit_model, half_point
+from drift.stats.models import (
+    MODELS,
+    DecayModel,
+    ExponentialDecay,
+    HingeTrend,
+    LinearTrend,
+    LogisticDecay,
+    PowerLawDecay,
+    get_model,
+)
+from drift.stats.pipeline import FitConfig, FitRun, fit_bins, run_fit
+from drift.stats.plots import plot_bins
+from drift.stats.reader import ROLLOUT_KEY, TokenSource, open_tokens
+
+__all__ = [
+    "BIN_COLUMNS",
+    "MODELS",
+    "ROLLOUT_KEY",
+    "BinSpec",
+    "BootstrapResult",
+    "Cell",
+    "DecayModel",
+    "DirectionResult",
+    "ExponentialDecay",
+    "FitConfig",
+    "FitResult",
+    "FitRun",
+    "HingeTrend",
+    "LinearTrend",
+    "LogisticDecay",
+    "ModelSelection",
+    "PowerLawDecay",
+    "RolloutBins",
+    "TokenSource",
+    "aggregate_bins",
+    "bin_metric",
+    "cluster_bootstrap_ratio",
+    "direction_from_stats",
+    "direction_test",
+    "fit_all",
+    "fit_bins",
+    "fit_model",
+    "get_model",
+    "half_point",
+    "open_tokens",
+    "plot_bins",
+    "ratio_replicates",
+    "resample_counts",
+    "run_fit",
+]

@@ -1,0 +1,606 @@
+"""Metrics by position bin, with rollout-level bootstrap intervals, computed in DuckDB at any scale.
+
+**Bins.** A token at 0-based position ``t`` of a response of ``T`` tokens falls in
+
+- ``by="rel"``: relative bin ``min(floor(rel_position * B), B - 1)`` with ``rel_position = t / T``; edges ``k / B``;
+- ``by="abs"``: absolute bin ``floor(t / width)``, edges ``k * width`` (``width = ceil(max_position / B)`` unless
+  given); tokens at ``t >= max_position`` are left out;
+- ``by="abs_log"``: log-spaced absolute bins, edges ``unique(round(geomspace(1, M + 1, B + 1))) - 1`` with
+  ``M = max_position`` (narrow early, wide late; rounding may merge the first few, so there can be fewer than B).
+
+Edges (``bin_left``, ``bin_right``) are in position units: fractions of the response for ``rel``, tokens otherwise,
+left-closed and right-open. ``x`` is the mean *slot centre* of the bin's tokens, ``(t + 0.5) / T`` for ``rel`` and
+``t + 0.5`` for ``abs``: the abscissa decay fits use (never 0, so power laws are defined).
+
+**Cells.** Bins are computed within cells: per ``step`` (``step="each"``) or pooled (``step="pool"``), per
+response-length stratum (a late position only exists in long rollouts, so length confounds position; strata make
+that visible) and per value of any grouping column (``finished``, ``reward``...). With ``margins=True`` the table
+also holds the pooled cells (``stratum="all"``, ``group="all"``) next to the split ones.
+
+**Estimand.** ``mean`` is the mean over all tokens in the bin pooled across rollouts: a ratio of sums,
+``sum_r s_rb / sum_r n_rb``, so a long rollout weighs more than a short one. Its interval is a rollout-level (cluster)
+percentile bootstrap (:mod:`drift.stats.bootstrap`) from per-rollout-per-bin sums and counts; memory scales with
+rollouts x bins, never with tokens. ``q10``..``q90`` are token quantiles of the bin (exact, or DuckDB's t-digest
+``approx_quantile`` above ``EXACT_QUANTILE_MAX_ROWS`` rows with ``quantiles="auto"``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from drift.config import Checks
+from drift.errors import ConfigError, DatasetError
+from drift.stats.bootstrap import percentile_interval, ratio_replicates
+from drift.stats.reader import ROLLOUT_KEY, TokenSource, open_tokens, quote_ident
+
+__all__ = [
+    "BIN_COLUMNS",
+    "MAX_BINS",
+    "BinSpec",
+    "Cell",
+    "RolloutBins",
+    "aggregate_bins",
+    "bin_metric",
+]
+
+log = logging.getLogger(__name__)
+
+MAX_BINS = 200  # relative and log bins
+MAX_ABS_BINS = 1_000  # fixed-width absolute bins (memory: rollouts x bins x 16 bytes per metric and cell)
+EXACT_QUANTILE_MAX_ROWS = 20_000_000
+QUANTILES: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 0.9)
+QUANTILE_COLUMNS = tuple(f"q{round(q * 100)}" for q in QUANTILES)
+
+# The tidy table: the first eleven columns are the documented contract of bins.parquet, the rest add detail.
+BIN_COLUMNS: tuple[str, ...] = (
+    "metric", "by", "group", "bin", "bin_left", "bin_right", "mean", "ci_low", "ci_high", "n_tokens", "n_rollouts",
+    "step", "stratum", "x", "se", "sd", *QUANTILE_COLUMNS,
+)
+
+
+def _parse_strata(value: Any) -> tuple[int, ...] | str | None:
+    if value is None or value == "" or value == ():
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("quantiles:"):
+            return text
+        return tuple(int(float(v)) for v in text.split(",") if v.strip())
+    return tuple(int(v) for v in value)
+
+
+@dataclass(frozen=True)
+class BinSpec:
+    """How to bin tokens by position (see the module docstring for the exact rules).
+
+    Attributes:
+        by: ``"rel"`` (t/T), ``"abs"`` (tokens, fixed width) or ``"abs_log"`` (tokens, log-spaced).
+        bins: number of bins B (rel, abs_log: 1..200; abs: used when ``width`` is None).
+        width: absolute bin width in tokens (``by="abs"`` only).
+        max_position: absolute bins cover positions ``0 .. max_position - 1`` (default: longest response).
+        strata: response-length strata: cut points (``(256, 512)`` gives ``T<256``, ``256<=T<512``, ``T>=512``), the
+            same as a comma string, or ``"quantiles:k"`` for k strata of equal rollout counts; None for no strata.
+        group_by: token columns to split by (e.g. ``("finished",)``); each value combination is a cell.
+        step: ``"each"`` (cells per scoring step) or ``"pool"`` (all steps together).
+        steps: keep only these steps (None: all).
+        margins: also compute the pooled cells (``stratum="all"``, ``group="all"``, all steps).
+        quantiles: ``"exact"``, ``"approx"`` (t-digest), ``"none"`` or ``"auto"`` (exact up to 20M rows).
+    """
+
+    by: Literal["rel", "abs", "abs_log"] = "rel"
+    bins: int = 20
+    width: int | None = None
+    max_position: int | None = None
+    strata: tuple[int, ...] | str | None = None
+    group_by: tuple[str, ...] = ()
+    step: Literal["each", "pool"] = "each"
+    steps: tuple[int, ...] | None = None
+    margins: bool = True
+    quantiles: Literal["auto", "exact", "approx", "none"] = "auto"
+
+    def __post_init__(self) -> None:
+        c = Checks("BinSpec")
+        try:
+            object.__setattr__(self, "strata", _parse_strata(self.strata))
+        except (TypeError, ValueError):
+            c.check(False, f"strata must be cut points like '256,512' or 'quantiles:k', got {self.strata!r}")
+            object.__setattr__(self, "strata", None)
+        if isinstance(self.group_by, str):
+            object.__setattr__(self, "group_by", tuple(g for g in self.group_by.split(",") if g))
+        else:
+            object.__setattr__(self, "group_by", tuple(self.group_by))
+        if self.steps is not None:
+            object.__setattr__(self, "steps", tuple(int(s) for s in self.steps) or None)
+        c.choice("by", self.by, ("rel", "abs", "abs_log"))
+        c.choice("step", self.step, ("each", "pool"))
+        c.choice("quantiles", self.quantiles, ("auto", "exact", "approx", "none"))
+        if self.by in ("rel", "abs_log") or self.width is None:
+            c.in_range("bins", self.bins, 1, MAX_BINS)
+        c.check(self.width is None or self.by == "abs",
+                f"width is only used with by='abs' (got by={self.by!r}, width={self.width}); drop it or use abs")
+        c.positive("width", self.width, allow_none=True)
+        c.positive("max_position", self.max_position, allow_none=True)
+        c.check(self.max_position is None or self.by != "rel",
+                "max_position applies to absolute bins; relative bins always cover the whole response")
+        if isinstance(self.strata, str):
+            k = self.strata.split(":", 1)[1]
+            c.check(k.isdigit() and 2 <= int(k) <= 20, f"strata 'quantiles:k' needs k in 2..20, got {self.strata!r}")
+        elif self.strata is not None:
+            c.check(len(self.strata) > 0 and all(v > 0 for v in self.strata)
+                    and list(self.strata) == sorted(set(self.strata)),
+                    f"strata cut points must be increasing positive lengths, got {self.strata!r}")
+        c.check("step" not in self.group_by, "group_by must not contain 'step'; use step='each' for per-step cells")
+        c.check(len(set(self.group_by)) == len(self.group_by), f"group_by has duplicates: {self.group_by}")
+        c.raise_if_any()
+
+    def edges(self, max_position: int | None = None) -> np.ndarray:
+        """Bin edges in position units (fractions for ``rel``, tokens otherwise); ``len(edges) = n_bins + 1``."""
+        if self.by == "rel":
+            return np.arange(self.bins + 1) / self.bins
+        M = int(self.max_position or max_position or 0)
+        if M < 1:
+            raise ValueError("absolute bins need max_position (or data to take it from)")
+        if self.by == "abs":
+            w = int(self.width) if self.width else math.ceil(M / self.bins)
+            n = math.ceil(M / w)
+            if n > MAX_ABS_BINS:
+                raise ConfigError("BinSpec", [f"{n} absolute bins of width {w} exceed {MAX_ABS_BINS}; "
+                                              "use a larger width or a smaller max_position"])
+            return np.minimum(np.arange(n + 1) * w, M).astype(float)
+        return (np.unique(np.round(np.geomspace(1, M + 1, self.bins + 1)).astype(np.int64)) - 1).astype(float)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One cell of a binned table: a step (None = pooled), a length stratum and a group (``"all"`` = pooled)."""
+
+    step: int | None
+    stratum: str
+    group: str
+
+    @property
+    def label(self) -> str:
+        step = "all" if self.step is None else str(self.step)
+        return f"step={step} stratum={self.stratum} group={self.group}"
+
+
+@dataclass(frozen=True)
+class _CellStats:
+    """Sufficient statistics of one cell; M metrics, R rollouts of the cell, B bins."""
+
+    counts: np.ndarray  # M x R x B token counts (non-null metric values)
+    sums: np.ndarray  # M x R x B sums of the metric
+    sumsq: np.ndarray  # M x B sums of squares (token sd)
+    xsum: np.ndarray  # M x B sums of slot centres (x)
+    xsq: np.ndarray  # M x B sums of squared slot centres: the spread of x within a bin (bin-averaged fits)
+    quant: np.ndarray  # M x B x Q token quantiles (NaN when not computed)
+
+
+@dataclass(frozen=True)
+class RolloutBins:
+    """Per-rollout, per-bin sufficient statistics of some metrics: the input of every interval, fit and test.
+
+    Made by :func:`aggregate_bins`; :meth:`table` turns it into the tidy DataFrame. Arrays are indexed
+    ``[metric, rollout, bin]``; ``edges`` are the bin edges in position units (see the module docstring).
+    """
+
+    spec: BinSpec
+    metrics: tuple[str, ...]
+    edges: np.ndarray
+    cells: tuple[Cell, ...]
+    stats: dict[Cell, _CellStats] = field(repr=False)
+    strata_labels: tuple[str, ...] = ()
+    source: str = ""
+    n_tokens: int = 0
+    quantile_method: str = "none"
+    _cache: dict[Any, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def n_bins(self) -> int:
+        return len(self.edges) - 1
+
+    @property
+    def headline(self) -> Cell:
+        """The most pooled cell (all strata, all groups; all steps unless split per step): the one summary fit."""
+        pooled = sorted((c for c in self.cells if c.stratum == "all" and c.group == "all"),
+                        key=lambda c: (c.step is not None, c.step or 0))
+        return pooled[0] if pooled else self.cells[0]
+
+    def cell(self, step: int | Literal["auto"] | None = "auto", stratum: str = "all", group: str = "all") -> Cell:
+        """Look a cell up; ``step="auto"`` takes the only (or pooled) step. Raises KeyError listing the cells."""
+        matches = [c for c in self.cells if c.stratum == stratum and c.group == group
+                   and (step == "auto" or c.step == step)]
+        if step == "auto" and len(matches) > 1:
+            matches = [c for c in matches if c.step is None] or matches[:1]
+        if not matches:
+            listing = "\n  ".join(c.label for c in self.cells)
+            raise KeyError(f"no cell step={step} stratum={stratum!r} group={group!r}; cells are:\n  {listing}")
+        return matches[0]
+
+    def metric_index(self, metric: str) -> int:
+        """Position of ``metric`` in :attr:`metrics` (KeyError listing the binned metrics otherwise)."""
+        if metric not in self.metrics:
+            raise KeyError(f"metric {metric!r} was not binned; binned metrics: {list(self.metrics)}")
+        return self.metrics.index(metric)
+
+    def sufficient(self, metric: str, cell: Cell | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(bins, sums_R_B, counts_R_B)`` of ``metric`` in ``cell``, restricted to bins that have tokens."""
+        cell = cell or self.headline
+        st = self.stats[cell]
+        i = self.metric_index(metric)
+        present = np.flatnonzero(st.counts[i].sum(axis=0) > 0)
+        return present, st.sums[i][:, present], st.counts[i][:, present]
+
+    def replicates(self, cell: Cell, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
+        """Bootstrap replicates of every metric's bin means in ``cell``: ``reps[b, metric, bin]`` (cached).
+
+        All metrics of a cell share the resampled rollouts. The generator is seeded with
+        ``SeedSequence([seed, crc32(cell.label)])`` so cells get independent, reproducible draws.
+        """
+        key = (cell, int(n_boot), int(seed))
+        if key not in self._cache:
+            st = self.stats[cell]
+            M, R, B = st.sums.shape
+            sums = st.sums.transpose(1, 0, 2).reshape(R, M * B)
+            counts = st.counts.transpose(1, 0, 2).reshape(R, M * B)
+            rng = np.random.default_rng(np.random.SeedSequence([int(seed), zlib.crc32(cell.label.encode())]))
+            reps = ratio_replicates(sums, counts, int(n_boot), rng).reshape(int(n_boot), M, B)
+            reps.setflags(write=False)
+            self._cache[key] = reps
+        return self._cache[key]
+
+    def table(self, n_boot: int = 1000, ci: float = 0.95, seed: int = 0) -> pd.DataFrame:
+        """The tidy table: one row per metric x cell x non-empty bin, columns :data:`BIN_COLUMNS`."""
+        if not 0.0 < ci < 1.0:
+            raise ValueError(f"ci must be in (0, 1), got {ci}")
+        frames = []
+        left, right = self.edges[:-1], self.edges[1:]
+        stratum_order = {s: i for i, s in enumerate(("all", *self.strata_labels))}
+        for cell in sorted(self.cells, key=lambda c: (c.step is not None, c.step or 0,
+                                                      stratum_order.get(c.stratum, 99), c.group != "all", c.group)):
+            st = self.stats[cell]
+            reps = self.replicates(cell, n_boot, seed) if n_boot > 0 else None
+            for i, metric in enumerate(self.metrics):
+                n_B = st.counts[i].sum(axis=0)
+                keep = n_B > 0
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    mean = st.sums[i].sum(axis=0) / n_B
+                    sd = np.sqrt(np.maximum(st.sumsq[i] / n_B - mean ** 2, 0.0))
+                    x = st.xsum[i] / n_B
+                if reps is not None:
+                    lo, hi = percentile_interval(reps[:, i, :], ci)
+                    se = _nanstd(reps[:, i, :]) if n_boot > 1 else np.full(len(mean), np.nan)
+                else:
+                    lo = hi = se = np.full(len(mean), np.nan)
+                row = {
+                    "metric": metric, "by": self.spec.by, "group": cell.group,
+                    "bin": np.flatnonzero(keep), "bin_left": left[keep], "bin_right": right[keep],
+                    "mean": mean[keep], "ci_low": lo[keep], "ci_high": hi[keep],
+                    "n_tokens": n_B[keep].astype(np.int64),
+                    "n_rollouts": (st.counts[i] > 0).sum(axis=0)[keep].astype(np.int64),
+                    "step": cell.step, "stratum": cell.stratum, "x": x[keep], "se": se[keep], "sd": sd[keep],
+                }
+                for j, name in enumerate(QUANTILE_COLUMNS):
+                    row[name] = st.quant[i, keep, j]
+                frames.append(pd.DataFrame(row))
+        out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(BIN_COLUMNS))
+        out["step"] = out["step"].astype("Int64")
+        out["bin"] = out["bin"].astype(np.int64)
+        order = {m: i for i, m in enumerate(self.metrics)}
+        out = out.sort_values("metric", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
+        return out[list(BIN_COLUMNS)]
+
+
+def _nanstd(a: np.ndarray) -> np.ndarray:
+    ok = ~np.isnan(a)
+    n = ok.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(ok, a, 0.0).sum(axis=0) / n
+        var = np.where(ok, (a - mean) ** 2, 0.0).sum(axis=0) / (n - 1)
+    return np.where(n > 1, np.sqrt(var), np.nan)
+
+
+# ------------------------------------------------------------------------------------------------ SQL building
+
+
+@dataclass(frozen=True)
+class _Plan:
+    spec: BinSpec
+    metrics: tuple[str, ...]
+    edges: np.ndarray
+    where: str
+    step_dim: bool
+    step_value: int | None  # the step label of cells when step is not a dimension
+    strata_cuts: tuple[int, ...]
+    strata_labels: tuple[str, ...]
+    quantile_method: str
+
+    @property
+    def dims(self) -> list[str]:
+        d = ["d_step"] if self.step_dim else []
+        d += ["d_stratum"] if self.strata_cuts else []
+        return d + [f"d_g{j}" for j in range(len(self.spec.group_by))]
+
+    @property
+    def levels(self) -> list[tuple[str, ...]]:
+        """Grouping sets: the full split, plus the per-step and overall margins."""
+        full = tuple(self.dims)
+        levels = [full]
+        if self.spec.margins:
+            levels += [("d_step",)] if self.step_dim else []
+            levels += [()]
+        return list(dict.fromkeys(levels))
+
+
+def _bin_expr(plan: _Plan) -> tuple[str, str]:
+    spec, B = plan.spec, len(plan.edges) - 1
+    if spec.by == "rel":
+        return (f"least(greatest(CAST(floor(CAST(rel_position AS DOUBLE) * {B}) AS BIGINT), 0), {B - 1})",
+                "(CAST(position AS DOUBLE) + 0.5) / response_len")
+    M = int(plan.edges[-1])
+    if spec.by == "abs":
+        w = int(plan.edges[1] - plan.edges[0])
+        return f"CAST(position AS BIGINT) // {w}", "CAST(position AS DOUBLE) + 0.5"
+    # Log bins: a constant lookup list, position -> bin (exact integer edges, no float boundary issues).
+    lut = np.searchsorted(plan.edges, np.arange(M), side="right") - 1
+    literal = "[" + ",".join(str(int(v)) for v in lut) + "]"
+    return f"({literal})[CAST(position AS BIGINT) + 1]", "CAST(position AS DOUBLE) + 0.5"
+
+
+def _binned_cte(plan: _Plan) -> str:
+    bin_expr, x_expr = _bin_expr(plan)
+    cols = [*(quote_ident(k) for k in ROLLOUT_KEY), f"{bin_expr} AS bin", f"{x_expr} AS xc"]
+    cols += [f"CAST({quote_ident(m)} AS DOUBLE) AS m{i}" for i, m in enumerate(plan.metrics)]
+    if plan.step_dim:
+        cols.append("step AS d_step")
+    if plan.strata_cuts:
+        expr = " + ".join(f"CAST(response_len >= {c} AS INTEGER)" for c in plan.strata_cuts)
+        cols.append(f"({expr}) AS d_stratum")
+    cols += [f"{quote_ident(g)} AS d_g{j}" for j, g in enumerate(plan.spec.group_by)]
+    return f"binned AS (SELECT {', '.join(cols)} FROM tokens WHERE {plan.where})"
+
+
+def _grouping(plan: _Plan, extra: Sequence[str]) -> tuple[str, str]:
+    dims = plan.dims
+    lvl = f"GROUPING({', '.join(dims)})" if dims else "0"
+    sets = ", ".join("(" + ", ".join([*level, *extra]) + ")" for level in plan.levels)
+    return lvl, sets
+
+
+def _rollout_sql(plan: _Plan) -> str:
+    key = ", ".join(quote_ident(k) for k in ROLLOUT_KEY)
+    lvl, sets = _grouping(plan, ["bin", *(quote_ident(k) for k in ROLLOUT_KEY)])
+    dims = plan.dims
+    dim_sel = "".join(f"{d}, " for d in dims)
+    aggs = ", ".join(f"count(m{i}) AS n{i}, sum(m{i}) AS s{i}, sum(m{i} * m{i}) AS q{i}, "
+                     f"sum(xc) FILTER (WHERE m{i} IS NOT NULL) AS x{i}, "
+                     f"sum(xc * xc) FILTER (WHERE m{i} IS NOT NULL) AS w{i}" for i in range(len(plan.metrics)))
+    outs = ", ".join(f"n{i}, s{i}, q{i}, x{i}, w{i}" for i in range(len(plan.metrics)))
+    part = ", ".join(["lvl", *dims])
+    return (f"WITH {_binned_cte(plan)}, agg AS (SELECT {lvl} AS lvl, {dim_sel}bin, {key}, {aggs} FROM binned "
+            f"GROUP BY GROUPING SETS ({sets})) "
+            f"SELECT dense_rank() OVER (ORDER BY {part}) - 1 AS cell, lvl, {dim_sel}"
+            f"dense_rank() OVER (PARTITION BY {part} ORDER BY {key}) - 1 AS rid, bin, {outs} "
+            f"FROM agg ORDER BY cell, rid, bin")
+
+
+def _quantile_sql(plan: _Plan) -> str:
+    lvl, sets = _grouping(plan, ["bin"])
+    fn = "quantile_cont" if plan.quantile_method == "exact" else "approx_quantile"
+    qs = "[" + ", ".join(str(q) for q in QUANTILES) + "]"
+    dim_sel = "".join(f"{d}, " for d in plan.dims)
+    aggs = ", ".join(f"{fn}(m{i}, {qs}) AS qq{i}" for i in range(len(plan.metrics)))
+    return (f"WITH {_binned_cte(plan)} SELECT {lvl} AS lvl, {dim_sel}bin, {aggs} FROM binned "
+            f"GROUP BY GROUPING SETS ({sets})")
+
+
+def _arrow(con: Any, sql: str) -> Any:
+    rel = con.sql(sql)
+    fetch = getattr(rel, "to_arrow_table", None) or rel.arrow  # DuckDB >= 1.4 / older
+    return fetch()
+
+
+def _fmt(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "NA"
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+def _strata_labels(cuts: Sequence[int]) -> tuple[str, ...]:
+    if not cuts:
+        return ()
+    labels = [f"T<{cuts[0]}"]
+    labels += [f"{a}<=T<{b}" for a, b in itertools.pairwise(cuts)]
+    return (*labels, f"T>={cuts[-1]}")
+
+
+def _plan(src: TokenSource, con: Any, metrics: tuple[str, ...], spec: BinSpec) -> _Plan:
+    where = ["position >= 0", "response_len > 0"]
+    if spec.by == "rel":
+        where.append("rel_position IS NOT NULL")
+    if spec.steps is not None:
+        where.append(f"step IN ({', '.join(str(s) for s in spec.steps)})")
+    base_where = " AND ".join(where)
+    steps = [int(r[0]) for r in con.sql(f"SELECT DISTINCT step FROM tokens WHERE {base_where} ORDER BY 1")
+             .fetchall()]
+    if not steps:
+        what = f" at steps {list(spec.steps)}" if spec.steps is not None else ""
+        raise DatasetError(f"{src.name} has no token rows{what}; check the dataset path and --steps.")
+    edges = spec.edges() if spec.by == "rel" else None
+    if spec.by != "rel":
+        M = spec.max_position
+        if M is None:
+            M = int(con.sql(f"SELECT max(position) FROM tokens WHERE {base_where}").fetchall()[0][0]) + 1
+        edges = spec.edges(M)
+        where.append(f"position < {int(edges[-1])}")
+    cuts: tuple[int, ...] = ()
+    if isinstance(spec.strata, str):
+        k = int(spec.strata.split(":", 1)[1])
+        probs = ", ".join(str(j / k) for j in range(1, k))
+        row = con.sql(f"SELECT quantile_cont(response_len, [{probs}]), min(response_len), max(response_len) "
+                      f"FROM tokens WHERE {base_where} AND position = 0").fetchall()[0]
+        lo, hi = row[1], row[2]
+        raw = [round(v) for v in (row[0] or [])]
+        cuts = tuple(sorted({v for v in raw if lo is not None and lo < v <= hi}))
+        if len(cuts) < k - 1:
+            log.warning("response-length quantiles gave %d strata instead of %d (many equal lengths)",
+                        len(cuts) + 1, k)
+    elif spec.strata is not None:
+        cuts = tuple(spec.strata)
+    step_dim = spec.step == "each" and len(steps) > 1
+    step_value = steps[0] if len(steps) == 1 else None
+    qm = spec.quantiles
+    if qm == "auto":
+        qm = "exact" if src.n_rows <= EXACT_QUANTILE_MAX_ROWS else "approx"
+    return _Plan(spec, metrics, edges, " AND ".join(where), step_dim, step_value, cuts, _strata_labels(cuts), qm)
+
+
+def _cell_of(plan: _Plan, lvl: int, dims: dict[str, Any]) -> Cell:
+    # GROUPING() sets bit i (from the left, most significant first) when dims[i] is aggregated away.
+    names = plan.dims
+    grouped = {d: ((lvl >> (len(names) - 1 - i)) & 1) == 0 for i, d in enumerate(names)}
+    step = (int(dims["d_step"]) if grouped["d_step"] else None) if plan.step_dim else plan.step_value
+    stratum = plan.strata_labels[int(dims["d_stratum"])] if plan.strata_cuts and grouped["d_stratum"] else "all"
+    group = "all"
+    if plan.spec.group_by and grouped.get("d_g0", False):
+        group = ",".join(f"{g}={_fmt(dims[f'd_g{j}'])}" for j, g in enumerate(plan.spec.group_by))
+    return Cell(step, stratum, group)
+
+
+def aggregate_bins(source: Any, metrics: str | Sequence[str], spec: BinSpec | None = None, *,
+                   memory_limit: str = "4GB", threads: int | None = None) -> RolloutBins:
+    """Per-rollout, per-bin sufficient statistics of ``metrics``, computed in DuckDB.
+
+    The tokens are scanned a few times (distinct steps, max position or length quantiles when needed, the
+    per-rollout aggregation, the bin quantiles); memory is that of the result, about rollouts x bins x 16 bytes per
+    metric and cell, plus DuckDB's hash tables (bounded by ``memory_limit``, spilling beyond it).
+
+    Args:
+        source: a dataset folder, :class:`~drift.store.DriftDataset`, DataFrame, arrow Table or
+            :class:`~drift.stats.reader.TokenSource`.
+        metrics: one or more numeric token columns (bools become 0/1, so their mean is a rate).
+        spec: the binning (default ``BinSpec()``: 20 relative bins, cells per step).
+        memory_limit, threads: DuckDB resources.
+
+    Raises:
+        SchemaError: listing every missing or ill-typed column (and the numeric columns, for an unknown metric).
+        DatasetError: if no token rows are left to bin.
+    """
+    spec = spec or BinSpec()
+    metrics = (metrics,) if isinstance(metrics, str) else tuple(dict.fromkeys(metrics))
+    if not metrics:
+        raise ValueError("pass at least one metric column to bin")
+    required = [*ROLLOUT_KEY, "position", "response_len", *(["rel_position"] if spec.by == "rel" else []),
+                *spec.group_by]
+    src = open_tokens(source, required, metrics=metrics, memory_limit=memory_limit, threads=threads)
+    con = src.connect()
+    try:
+        plan = _plan(src, con, metrics, spec)
+        table = _arrow(con, _rollout_sql(plan))
+        qtable = _arrow(con, _quantile_sql(plan)) if plan.quantile_method != "none" else None
+    finally:
+        con.close()
+    return _assemble(plan, src, table, qtable)
+
+
+def _assemble(plan: _Plan, src: TokenSource, table: Any, qtable: Any) -> RolloutBins:
+    M, B = len(plan.metrics), len(plan.edges) - 1
+    if table.num_rows == 0:
+        raise DatasetError(f"{src.name}: no token rows fall in any bin (check max_position and the step filter)")
+    cell_ids = table.column("cell").to_numpy()
+    starts = np.flatnonzero(np.r_[True, cell_ids[1:] != cell_ids[:-1]])
+    ends = np.r_[starts[1:], len(cell_ids)]
+    lvl = table.column("lvl").to_numpy()
+    dim_values = {d: table.column(d).take(starts).to_pylist() for d in plan.dims}
+    rid = table.column("rid").to_numpy()
+    bins = table.column("bin").to_numpy().astype(np.int64)
+    cols = {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names
+            if name[0] in "nsqxw" and name[1:].isdigit()}
+    stats: dict[Cell, _CellStats] = {}
+    keys: dict[tuple[Any, ...], Cell] = {}
+    n_tokens = 0
+    pooled_level = (1 << len(plan.dims)) - 1  # GROUPING() of the level that aggregates every dimension away
+    for c, (a, b) in enumerate(zip(starts, ends, strict=True)):
+        dims = {d: dim_values[d][c] for d in plan.dims}
+        cell = _cell_of(plan, int(lvl[a]), dims)
+        keys[(int(lvl[a]), *(dims[d] for d in plan.dims))] = cell
+        R = int(rid[b - 1]) + 1
+        counts = np.zeros((M, R, B))
+        sums = np.zeros((M, R, B))
+        sumsq = np.zeros((M, B))
+        xsum = np.zeros((M, B))
+        xsq = np.zeros((M, B))
+        r_, b_ = rid[a:b], bins[a:b]
+        for i in range(M):
+            n = np.nan_to_num(cols[f"n{i}"][a:b].astype(np.float64))
+            counts[i, r_, b_] = n
+            sums[i, r_, b_] = np.nan_to_num(cols[f"s{i}"][a:b].astype(np.float64))
+            np.add.at(sumsq[i], b_, np.nan_to_num(cols[f"q{i}"][a:b].astype(np.float64)))
+            np.add.at(xsum[i], b_, np.nan_to_num(cols[f"x{i}"][a:b].astype(np.float64)))
+            np.add.at(xsq[i], b_, np.nan_to_num(cols[f"w{i}"][a:b].astype(np.float64)))
+        # Tokens binned: the fully pooled level holds all of them; without margins the cells partition them.
+        tot = int(counts.sum(axis=(1, 2)).max())
+        if not plan.spec.margins:
+            n_tokens += tot
+        elif int(lvl[a]) == pooled_level:
+            n_tokens = tot
+        stats[cell] = _CellStats(counts, sums, sumsq, xsum, xsq, np.full((M, B, len(QUANTILES)), np.nan))
+    if qtable is not None:
+        q_lvl = qtable.column("lvl").to_numpy()
+        q_dims = {d: qtable.column(d).to_pylist() for d in plan.dims}
+        q_bin = qtable.column("bin").to_numpy()
+        q_vals = [qtable.column(f"qq{i}").to_pylist() for i in range(M)]
+        for r in range(qtable.num_rows):
+            cell = keys.get((int(q_lvl[r]), *(q_dims[d][r] for d in plan.dims)))
+            if cell is None:
+                continue
+            for i in range(M):
+                if q_vals[i][r] is not None:
+                    stats[cell].quant[i, int(q_bin[r])] = np.asarray(q_vals[i][r], dtype=np.float64)
+    cells = tuple(stats)
+    for st in stats.values():
+        for arr in (st.counts, st.sums, st.sumsq, st.xsum, st.xsq, st.quant):
+            arr.setflags(write=False)
+    edges = np.asarray(plan.edges, dtype=float)
+    edges.setflags(write=False)
+    return RolloutBins(spec=plan.spec, metrics=plan.metrics, edges=edges, cells=cells, stats=stats,
+                       strata_labels=plan.strata_labels, source=src.name, n_tokens=n_tokens,
+                       quantile_method=plan.quantile_method)
+
+
+def bin_metric(source: Any, metrics: str | Iterable[str], spec: BinSpec | None = None, *, n_boot: int = 1000,
+               ci: float = 0.95, seed: int = 0, memory_limit: str = "4GB", threads: int | None = None,
+               **spec_kwargs: Any) -> pd.DataFrame:
+    """Tidy table of ``metrics`` by position bin with rollout-level bootstrap intervals.
+
+    ``mean`` is the mean over all tokens of the bin pooled across rollouts (ratio of sums ``sum s / sum n``);
+    ``ci_low``/``ci_high`` are percentile intervals from ``n_boot`` resamples of *rollouts* with replacement
+    (seeded); ``n_rollouts`` counts rollouts with a token in the bin. Columns: :data:`BIN_COLUMNS`.
+
+    Example:
+        >>> bin_metric("runs/x", "kl_reverse", by="rel", bins=20)          # doctest: +SKIP
+        >>> bin_metric(df, ["k3", "cum_abs_gap_frac"], BinSpec(by="abs_log", strata="quantiles:3"))  # doctest: +SKIP
+
+    Args:
+        source: dataset folder, DriftDataset, DataFrame, arrow Table or TokenSource.
+        metrics: column name(s).
+        spec: a :class:`BinSpec`; or pass its fields as keyword arguments (``by="abs", width=64``).
+        n_boot, ci, seed: bootstrap resamples, interval level, seed.
+        memory_limit, threads: DuckDB resources.
+    """
+    if spec is not None and spec_kwargs:
+        raise TypeError("pass either spec= or BinSpec fields as keywords, not both")
+    spec = spec or BinSpec(**spec_kwargs)
+    return aggregate_bins(source, metrics if isinstance(metrics, str) else tuple(metrics), spec,
+                          memory_limit=memory_limit, threads=threads).table(n_boot=n_boot, ci=ci, seed=seed)

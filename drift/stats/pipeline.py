@@ -1,0 +1,331 @@
+"""The ``drift fit`` stage as a library: bins with intervals, curve fits and direction tests for each metric.
+
+:class:`FitConfig` is the stage's one frozen config (CLI flags map 1:1 onto it); :func:`run_fit` does the work and
+returns a :class:`FitRun`, whose :meth:`FitRun.write` produces::
+
+    OUT/bins.parquet   one row per metric x cell x bin (columns drift.stats.bins.BIN_COLUMNS)
+    OUT/fits.json      {metric: {"models": {name: {...}}, "selected": name, "direction": {...}, "cell": {...},
+                                 "cells": [...]}}   (the top level is the pooled cell; "cells" lists every cell)
+    OUT/config.json    the resolved FitConfig
+
+:func:`fit_bins` is the notebook entry point: fit families to one metric's bins with errors taken from the
+rollout bootstrap.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from drift.config import Checks, opt, save_config
+from drift.errors import ConfigError, DatasetExistsError
+from drift.stats.bins import MAX_BINS, BinSpec, Cell, RolloutBins, aggregate_bins
+from drift.stats.direction import DirectionResult, direction_test
+from drift.stats.fit import ModelSelection, fit_all
+from drift.stats.models import MODELS, DecayModel
+from drift.stats.reader import _MEMORY_RE
+
+__all__ = ["OUTPUT_FILES", "CellFit", "FitConfig", "FitRun", "check_output", "fit_bins", "run_fit"]
+
+log = logging.getLogger(__name__)
+
+OUTPUT_FILES = ("bins.parquet", "fits.json", "config.json")
+Errors = Literal["cov", "se", "n_rollouts", "n_tokens", "none"]
+
+
+def _cell_arrays(data: RolloutBins, metric: str, cell: Cell, x: str) -> dict[str, np.ndarray]:
+    st = data.stats[cell]
+    i = data.metric_index(metric)
+    bins, sums, counts = data.sufficient(metric, cell)
+    n_B = counts.sum(axis=0)
+    edges = data.edges
+    x_mean = st.xsum[i][bins] / n_B
+    x_var = np.maximum(st.xsq[i][bins] / n_B - x_mean ** 2, 0.0)
+    xs = x_mean if x == "mean" else (edges[bins] + edges[bins + 1]) / 2
+    return {"bins": bins, "x": xs, "x_var": x_var if x == "mean" else None, "y": sums.sum(axis=0) / n_B,
+            "n_tokens": n_B, "n_rollouts": (counts > 0).sum(axis=0).astype(float)}
+
+
+def _floored(v: np.ndarray) -> np.ndarray:
+    pos = v[np.isfinite(v) & (v > 0)]
+    return np.maximum(v, 1e-2 * float(np.median(pos))) if len(pos) else v
+
+
+def fit_bins(data: RolloutBins | pd.DataFrame, metric: str, *, models: Sequence[str | DecayModel] | None = None,
+             step: int | Literal["auto"] | None = "auto", stratum: str = "all", group: str = "all",
+             errors: Errors = "cov", x: Literal["mean", "centre"] = "mean", n_boot: int = 1000, seed: int = 0,
+             ci: float = 0.95) -> ModelSelection:
+    """Fit curve families to one metric's bin means in one cell and compare them by AIC.
+
+    Args:
+        data: a :class:`RolloutBins` (any ``errors``) or a bins table (``errors`` in se, n_rollouts, n_tokens, none).
+        metric: the metric; step, stratum, group: the cell (default: the pooled one).
+        models: families to fit (default: all five).
+        errors: ``"cov"`` (default): full covariance of the bootstrap replicates of the bin means (bins share
+            rollouts, so their errors are correlated); ``"se"``: bootstrap standard errors only; ``"n_rollouts"`` /
+            ``"n_tokens"``: weights proportional to the counts; ``"none"``: unweighted. Bootstrap errors (cov,
+            se) are taken as the actual errors (``absolute_sigma=True``: inflated by the reduced chi-square only
+            when the curve misfits); with counts or none the scale is estimated from the residuals (see
+            :mod:`drift.stats.fit`).
+        x: ``"mean"`` (default): the mean slot centre of the bin's tokens, fitting the curve averaged over the bin; or
+            the bin's ``"centre"``, fitting the curve at that point.
+        n_boot, seed: bootstrap used for ``cov``/``se`` (same as the table's, so intervals and fits agree).
+        ci: level of the parameter intervals.
+    """
+    if isinstance(data, pd.DataFrame):
+        if errors == "cov":
+            raise ValueError("a bins table holds no bootstrap replicates; use errors='se' (its se column), "
+                             "'n_rollouts' or 'n_tokens', or pass the RolloutBins from aggregate_bins")
+        df = data[(data["metric"] == metric) & (data["stratum"] == stratum) & (data["group"] == group)]
+        if step != "auto":
+            df = df[df["step"].isna()] if step is None else df[df["step"] == step]
+        if df[["step"]].drop_duplicates().shape[0] > 1:
+            df = df[df["step"].isna()]
+        if df.empty:
+            raise ValueError(f"no rows for metric={metric!r} step={step} stratum={stratum!r} group={group!r}")
+        df = df.sort_values("bin")
+        arr = {"x": df["x"].to_numpy(float) if x == "mean" else ((df["bin_left"] + df["bin_right"]) / 2).to_numpy(),
+               "y": df["mean"].to_numpy(float), "n_tokens": df["n_tokens"].to_numpy(float),
+               "n_rollouts": df["n_rollouts"].to_numpy(float), "se": df["se"].to_numpy(float)}
+        kw: dict[str, Any] = {}
+        if errors == "se":
+            kw["sigma"] = _floored(arr["se"])
+    else:
+        cell = data.cell(step, stratum, group)
+        arr = _cell_arrays(data, metric, cell, x)
+        kw = {"x_var": arr["x_var"]}
+        if errors in ("cov", "se"):
+            reps = data.replicates(cell, n_boot, seed)[:, data.metric_index(metric), :][:, arr["bins"]]
+            reps = reps[np.all(np.isfinite(reps), axis=1)]
+            if len(reps) < max(10, n_boot // 2):
+                log.warning("%s: only %d complete bootstrap replicates; falling back to n_rollouts weights",
+                            metric, len(reps))
+                errors = "n_rollouts"
+            elif not np.any(reps.std(axis=0) > 0):
+                log.warning("%s: bin means do not vary between bootstrap resamples; using n_rollouts weights",
+                            metric)
+                errors = "n_rollouts"
+            elif errors == "cov":
+                N, B = len(reps), len(arr["x"])
+                # Inverting an estimated covariance overstates the precision by (N - 1) / (N - B - 2) (Hartlap
+                # et al. 2007): undo that, and shrink towards the diagonal by B / N against noisy small
+                # eigenvalues (in recovery simulations this brings parameter coverage close to nominal).
+                hartlap = (N - 1) / (N - B - 2) if N > B + 2 else 2.0
+                kw["cov"] = np.atleast_2d(np.cov(reps, rowvar=False)) * hartlap
+                kw["shrinkage"] = min(0.5, B / N)
+            else:
+                kw["sigma"] = _floored(reps.std(axis=0, ddof=1))
+    if errors in ("cov", "se"):
+        kw["absolute_sigma"] = True  # bootstrap errors are the actual sampling errors of the bin means
+    if errors in ("n_rollouts", "n_tokens"):
+        kw["weights"] = arr[errors]
+    return fit_all(arr["x"], arr["y"], models, ci=ci, nan_policy="omit", **kw)
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Configuration of ``drift fit``: which metrics, how to bin them, how to fit them, where to write."""
+
+    dataset: str = opt("", "drift dataset folder (the OUT of `drift collect`/`drift score`)", cli=False)
+    metric: tuple[str, ...] = opt((), "token column to bin and fit; repeat the flag for several", cli=False)
+    out: str = opt("", "output folder for bins.parquet, fits.json and config.json (required)")
+    by: str = opt("rel", "position axis: rel = t/T, abs = tokens in fixed-width bins, abs_log = log-spaced tokens",
+                  choices=("rel", "abs", "abs_log"))
+    bins: int = opt(20, f"number of position bins (1..{MAX_BINS}; with --by abs, used when --width is not given)")
+    width: int | None = opt(None, "absolute bin width in tokens (--by abs only)")
+    max_position: int | None = opt(None, "absolute bins cover positions below this (default: longest response)")
+    strata: str = opt("", "response-length strata: cut points '256,512' or 'quantiles:3' (default: none)")
+    group_by: tuple[str, ...] = opt((), "token columns to split by, comma separated (e.g. finished or reward)")
+    step: str = opt("each", "each = separate cells per scoring step; pool = all steps together",
+                    choices=("each", "pool"))
+    steps: tuple[int, ...] = opt((), "keep only these steps, comma separated (default: all)")
+    margins: bool = opt(True, "also report the pooled cells (stratum=all, group=all, all steps)")
+    quantiles: str = opt("auto", "per-bin token quantiles: exact, approx (t-digest), none, auto (exact <= 20M rows)",
+                         choices=("auto", "exact", "approx", "none"))
+    n_boot: int = opt(1000, "rollout bootstrap resamples for intervals, fit errors and the direction test")
+    ci: float = opt(0.95, "interval level for bins and fitted parameters")
+    seed: int = opt(0, "bootstrap seed (same seed, same intervals)")
+    models: tuple[str, ...] = opt(tuple(MODELS), "curve families to fit and compare by AIC, comma separated "
+                                  f"(default: {','.join(MODELS)})")
+    errors: str = opt("cov", "fit errors: cov (bootstrap covariance of bin means), se, n_rollouts, n_tokens, none",
+                      choices=("cov", "se", "n_rollouts", "n_tokens", "none"))
+    fit_x: str = opt("mean", "fit abscissa: mean slot centre of the bin's tokens, or the bin centre",
+                     choices=("mean", "centre"))
+    direction: str = opt("bootstrap", "direction test: bootstrap (resample rollouts) or permutation (of bin means)",
+                         choices=("bootstrap", "permutation"))
+    memory_limit: str = opt("4GB", "DuckDB memory limit (spills to a temp folder beyond it)")
+    threads: int | None = opt(None, "DuckDB threads (default: one per core)")
+    if_exists: str = opt("fail", "when OUT already holds fit outputs: fail or overwrite", choices=("fail", "overwrite"))
+
+    def __post_init__(self) -> None:
+        for name in ("metric", "group_by", "steps", "models"):
+            v = getattr(self, name)
+            if isinstance(v, str):
+                v = tuple(s.strip() for s in v.split(",") if s.strip())
+            object.__setattr__(self, name, tuple(v))
+        c = Checks("FitConfig")
+        c.check(bool(self.dataset), "dataset is required: the folder written by `drift collect`/`drift score`")
+        c.check(len(self.metric) > 0, "at least one --metric is required (e.g. --metric kl_reverse)")
+        c.check(bool(self.out), "--out is required: the folder for bins.parquet, fits.json and config.json")
+        c.check(len(self.models) > 0, "--models must name at least one family")
+        for m in self.models:
+            c.check(m in MODELS, f"unknown model {m!r} in --models; choose from {', '.join(MODELS)}")
+        c.check(self.n_boot >= 0, f"n_boot must be >= 0, got {self.n_boot}")
+        c.check(self.n_boot >= 50 or self.errors not in ("cov", "se"),
+                f"--errors {self.errors} needs --n-boot >= 50 (got {self.n_boot}); or use --errors n_rollouts")
+        c.in_range("ci", self.ci, 0.5, 0.999)
+        c.check(bool(_MEMORY_RE.match(self.memory_limit)),
+                f"memory_limit must look like 4GB, got {self.memory_limit!r}")
+        c.positive("threads", self.threads, allow_none=True)
+        for name, choices in (("by", ("rel", "abs", "abs_log")), ("step", ("each", "pool")),
+                              ("errors", ("cov", "se", "n_rollouts", "n_tokens", "none")),
+                              ("fit_x", ("mean", "centre")), ("direction", ("bootstrap", "permutation")),
+                              ("quantiles", ("auto", "exact", "approx", "none")), ("if_exists", ("fail", "overwrite"))):
+            c.choice(name, getattr(self, name), choices)
+        try:
+            self.bin_spec()  # BinSpec checks the binning fields; report its problems with ours, all at once
+        except ConfigError as exc:
+            c.problems.extend(exc.problems)
+        c.raise_if_any()
+
+    def bin_spec(self) -> BinSpec:
+        """The :class:`BinSpec` these flags describe."""
+        return BinSpec(by=self.by, bins=self.bins, width=self.width, max_position=self.max_position,  # type: ignore[arg-type]
+                       strata=self.strata or None, group_by=self.group_by, step=self.step,  # type: ignore[arg-type]
+                       steps=self.steps or None, margins=self.margins, quantiles=self.quantiles)  # type: ignore[arg-type]
+
+
+def check_output(out: str | os.PathLike[str], if_exists: str = "fail") -> Path:
+    """Raise DatasetExistsError if ``out`` already holds fit outputs and ``if_exists`` is not ``overwrite``."""
+    root = Path(out)
+    existing = [f for f in OUTPUT_FILES if (root / f).exists()]
+    if existing and if_exists != "overwrite":
+        raise DatasetExistsError(f"{root} already holds {', '.join(existing)}. Pass --if-exists overwrite to "
+                                 "replace them, or choose another --out.")
+    return root
+
+
+@dataclass(frozen=True)
+class CellFit:
+    """Fits and direction of one metric in one cell."""
+
+    metric: str
+    cell: Cell
+    selection: ModelSelection
+    direction: DirectionResult
+    n_bins: int
+    n_rollouts: int
+    n_tokens: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"step": self.cell.step, "stratum": self.cell.stratum, "group": self.cell.group,
+                **self.selection.to_dict(), "direction": self.direction.to_dict(), "n_bins": self.n_bins,
+                "n_rollouts": self.n_rollouts, "n_tokens": self.n_tokens}
+
+
+@dataclass(frozen=True)
+class FitRun:
+    """Everything ``drift fit`` computed: the bins table, per-cell fits, and the aggregated statistics."""
+
+    config: FitConfig
+    bins: pd.DataFrame = field(repr=False)
+    fits: dict[str, tuple[CellFit, ...]] = field(repr=False)
+    rollout_bins: RolloutBins = field(repr=False)
+
+    def headline(self, metric: str) -> CellFit:
+        """The pooled cell's fit of ``metric``."""
+        head = self.rollout_bins.headline
+        return next(f for f in self.fits[metric] if f.cell == head)
+
+    def fits_json(self) -> dict[str, Any]:
+        """The content of fits.json (plain JSON types)."""
+        out: dict[str, Any] = {}
+        for metric, cells in self.fits.items():
+            head = self.headline(metric).to_dict()
+            entry = {"models": head.pop("models"), "selected": head.pop("selected"), "criterion": head.pop("criterion"),
+                     "direction": head.pop("direction"),
+                     "cell": {k: head[k] for k in ("step", "stratum", "group")},
+                     **{k: head[k] for k in ("n_bins", "n_rollouts", "n_tokens")}}
+            if len(cells) > 1:
+                entry["cells"] = [c.to_dict() for c in cells]
+            out[metric] = entry
+        return out
+
+    def write(self, out: str | os.PathLike[str] | None = None, *, if_exists: str | None = None) -> Path:
+        """Write bins.parquet, fits.json and config.json into ``out`` (default: the config's), atomically."""
+        root = check_output(out or self.config.out, if_exists or self.config.if_exists)
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = root / ".bins.parquet.tmp"
+        self.bins.to_parquet(tmp, index=False)
+        os.replace(tmp, root / "bins.parquet")
+        tmp = root / ".fits.json.tmp"
+        tmp.write_text(json.dumps(self.fits_json(), indent=2, allow_nan=False) + "\n")
+        os.replace(tmp, root / "fits.json")
+        rb = self.rollout_bins
+        save_config(self.config, root / "config.json", source=rb.source, n_tokens=rb.n_tokens,
+                    edges=[float(e) for e in rb.edges], strata=list(rb.strata_labels),
+                    quantile_method=rb.quantile_method, outputs=list(OUTPUT_FILES))
+        return root
+
+    def summary(self) -> str:
+        """A short readable summary per metric: selected model, parameters with intervals, direction."""
+        lines = []
+        level = f"{round(self.config.ci * 100)}%"
+        for metric in self.fits:
+            f = self.headline(metric)
+            lines.append(f"{metric}  [{self.config.by}, {f.n_bins} bins, {f.n_rollouts:,} rollouts, "
+                         f"{f.n_tokens:,} tokens; {f.cell.label}]")
+            lines.append(f"  direction: {f.direction.report()}")
+            name = f.selection.best_name
+            if name is None:
+                lines.append("  no model converged: " + "; ".join(
+                    f"{n}: {r.message}" for n, r in f.selection.results.items()))
+            else:
+                r = f.selection.results[name]
+                table = f.selection.table()
+                others = table.loc[table.index != name, "delta_aic"]
+                gap = f", next {others.index[0]} at dAIC {others.iloc[0]:.1f}" if len(others) and \
+                    math.isfinite(others.iloc[0]) else ""
+                lines.append(f"  selected: {name}  y = {r.model.formula}  (AIC {r.aic:.1f}{gap})")
+                for p in r.model.param_names:
+                    lines.append(f"    {p:>4} = {r.params[p]:.4g}  {level} CI [{r.ci_low[p]:.4g}, {r.ci_high[p]:.4g}]")
+            if len(self.fits[metric]) > 1:
+                lines.append(f"  ({len(self.fits[metric])} cells in fits.json; per-cell bins in bins.parquet)")
+        return "\n".join(lines)
+
+
+def run_fit(cfg: FitConfig) -> FitRun:
+    """Bin every metric (one DuckDB pass), bootstrap, fit every family per cell and test the direction."""
+    rb = aggregate_bins(cfg.dataset, cfg.metric, cfg.bin_spec(), memory_limit=cfg.memory_limit, threads=cfg.threads)
+    table = rb.table(n_boot=cfg.n_boot, ci=cfg.ci, seed=cfg.seed)
+    errors: Errors = cfg.errors if cfg.n_boot > 0 else "n_rollouts"  # type: ignore[assignment]
+    fits: dict[str, tuple[CellFit, ...]] = {}
+    for metric in cfg.metric:
+        cells = []
+        for cell in sorted(rb.cells, key=lambda c: (c != rb.headline, c.step is not None, c.step or 0,
+                                                    c.stratum, c.group)):
+            arr = _cell_arrays(rb, metric, cell, cfg.fit_x)
+            if len(arr["bins"]) == 0:
+                continue
+            selection = fit_bins(rb, metric, models=cfg.models, step=cell.step, stratum=cell.stratum,
+                                 group=cell.group, errors=errors, x=cfg.fit_x,  # type: ignore[arg-type]
+                                 n_boot=cfg.n_boot, seed=cfg.seed, ci=cfg.ci)
+            direction = direction_test(rb, metric, method=cfg.direction,  # type: ignore[arg-type]
+                                       n=max(cfg.n_boot, 200), seed=cfg.seed, alpha=1 - cfg.ci, step=cell.step,
+                                       stratum=cell.stratum, group=cell.group)
+            st = rb.stats[cell]
+            i = rb.metrics.index(metric)
+            cells.append(CellFit(metric, cell, selection, direction, n_bins=len(arr["bins"]),
+                                 n_rollouts=int((st.counts[i].sum(axis=1) > 0).sum()),
+                                 n_tokens=int(st.counts[i].sum())))
+        fits[metric] = tuple(cells)
+    return FitRun(cfg, table, fits, rb)

@@ -1,0 +1,180 @@
+"""Lazy, schema-checked access to token tables for aggregation in DuckDB.
+
+drift never loads all tokens into pandas to compute statistics: a :class:`TokenSource` is a description of where the
+tokens are (parquet parts of a drift dataset, or an in-memory pandas / arrow table for notebooks and tests), and
+:meth:`TokenSource.connect` returns a DuckDB connection with a view ``tokens`` over it. Aggregations are SQL over that
+view, so memory scales with the size of the *result* (rollouts x bins), not with the number of tokens.
+
+The schema is checked when the source is opened: every missing column, every column with the wrong type family and
+every metric that is not numeric is listed in one :class:`~drift.errors.SchemaError`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+
+from drift.errors import DatasetError, SchemaError
+from drift.schema import TOKEN_COLUMNS, validate_schema
+from drift.store import DriftDataset, open_dataset
+
+__all__ = ["ROLLOUT_KEY", "TokenSource", "numeric_columns", "open_tokens"]
+
+log = logging.getLogger(__name__)
+
+# A rollout is identified by these four columns (tokens of one rollout share them).
+ROLLOUT_KEY: tuple[str, ...] = ("run_id", "step", "prompt_id", "sample_id")
+_MEMORY_RE = re.compile(r"^\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*$", re.IGNORECASE)
+_SCHEMA_NAMES = {c.name for c in TOKEN_COLUMNS}
+
+
+def _is_numeric(t: pa.DataType) -> bool:
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
+
+
+def numeric_columns(schema: pa.Schema) -> list[str]:
+    """Names of the columns of ``schema`` that can be averaged (int, float or bool)."""
+    return [f.name for f in schema if _is_numeric(f.type)]
+
+
+def quote_ident(name: str) -> str:
+    """A SQL identifier for DuckDB (double quotes, escaped)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+@dataclass(frozen=True)
+class TokenSource:
+    """Where the tokens are, checked and ready for DuckDB; nothing is read until a query runs.
+
+    Build it with :func:`open_tokens`. Attributes:
+        name: how the source is named in messages (a path, or ``"DataFrame"``).
+        schema: the arrow schema of the token table.
+        n_rows: number of token rows (from parquet metadata; no scan).
+        memory_limit: DuckDB ``memory_limit`` of connections made by :meth:`connect` (e.g. ``"4GB"``).
+        threads: DuckDB worker threads (None: DuckDB's default, one per core).
+    """
+
+    name: str
+    schema: pa.Schema
+    n_rows: int
+    memory_limit: str = "4GB"
+    threads: int | None = None
+    dataset: DriftDataset | None = field(default=None, repr=False)
+    table: pa.Table | None = field(default=None, repr=False)
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.schema.names)
+
+    def numeric_columns(self) -> list[str]:
+        """Columns that can be binned as metrics."""
+        return numeric_columns(self.schema)
+
+    def connect(self) -> Any:
+        """A new DuckDB connection with a view (or registered table) ``tokens``; close it when done."""
+        import duckdb
+
+        config: dict[str, Any] = {
+            "memory_limit": self.memory_limit,
+            # Aggregations never need input order; dropping it lets DuckDB stream and spill more freely.
+            "preserve_insertion_order": False,
+            "temp_directory": os.path.join(tempfile.gettempdir(), "drift-duckdb"),
+        }
+        if self.threads is not None:
+            config["threads"] = int(self.threads)
+        con = duckdb.connect(config=config)
+        if self.dataset is not None:
+            self.dataset.duckdb(con)
+        else:
+            con.register("tokens", self.table)
+        return con
+
+
+def _schema_problems(schema: pa.Schema, required: Sequence[str], metrics: Sequence[str]) -> list[str]:
+    problems: list[str] = []
+    need = list(dict.fromkeys([*required, *metrics]))
+    # Only the columns this analysis reads are type-checked: an unrelated odd column must not block it.
+    used = pa.schema([f for f in schema if f.name in need])
+    try:
+        validate_schema(used, "tokens", required=[c for c in required if c not in metrics])
+    except SchemaError as exc:
+        problems.extend(exc.problems)
+    present = {f.name: f for f in schema}
+    missing_metrics = [m for m in metrics if m not in present]
+    for m in metrics:
+        if m in present and not _is_numeric(present[m].type) and m in _SCHEMA_NAMES:
+            continue  # already reported by validate_schema as a wrong type family
+        if m in present and not _is_numeric(present[m].type):
+            problems.append(f"metric {m!r} has type {present[m].type}; metrics must be numeric (int, float, bool)")
+    if missing_metrics:
+        avail = ", ".join(numeric_columns(schema)) or "none"
+        for m in missing_metrics:
+            problems.append(f"unknown metric {m!r}: no such column")
+        problems.append(f"numeric columns available as metrics: {avail}")
+    return problems
+
+
+def open_tokens(source: str | os.PathLike[str] | DriftDataset | pd.DataFrame | pa.Table | TokenSource,
+                required_columns: Iterable[str] = ROLLOUT_KEY, *, metrics: Iterable[str] = (),
+                memory_limit: str = "4GB", threads: int | None = None) -> TokenSource:
+    """Open tokens lazily and check the schema, listing every problem at once.
+
+    Args:
+        source: a dataset folder, a :class:`~drift.store.DriftDataset`, a pandas DataFrame or arrow Table of token
+            rows (registered in DuckDB without copying), or an existing :class:`TokenSource` (re-checked).
+        required_columns: columns that must exist with the schema's type family.
+        metrics: columns that must exist and be numeric (int, float or bool; a bool's mean is a rate).
+        memory_limit: DuckDB memory limit for queries on this source (``"4GB"``, ``"512MB"``...).
+        threads: DuckDB threads (None: one per core).
+
+    Raises:
+        SchemaError: naming every missing or ill-typed column (and, for unknown metrics, the numeric columns).
+        DatasetError: if a folder is not a drift dataset or has no token parts.
+    """
+    problems: list[str] = []
+    if not _MEMORY_RE.match(str(memory_limit)):
+        raise ValueError(f"memory_limit must look like '4GB' or '512MB', got {memory_limit!r}")
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be >= 1 or None, got {threads}")
+    dataset: DriftDataset | None = None
+    table: pa.Table | None = None
+    if isinstance(source, TokenSource):
+        dataset, table, name = source.dataset, source.table, source.name
+    elif isinstance(source, DriftDataset):
+        dataset, name = source, str(source.root)
+    elif isinstance(source, (str, os.PathLike)):
+        dataset, name = open_dataset(source), str(Path(source))
+    elif isinstance(source, pd.DataFrame):
+        table, name = pa.Table.from_pandas(source, preserve_index=False), "DataFrame"
+    elif isinstance(source, pa.Table):
+        table, name = source, "arrow Table"
+    else:
+        raise TypeError(f"cannot read tokens from {type(source).__name__}; pass a dataset folder, a DriftDataset, "
+                        "a pandas DataFrame or a pyarrow Table")
+    if dataset is not None:
+        files = dataset.files("tokens")
+        if not files:
+            raise DatasetError(f"{dataset.root} has no token parquet parts (tokens/part-*.parquet); "
+                               "run `drift collect`/`drift score` first or check the path.")
+        pds = dataset.dataset("tokens")
+        schema, n_rows = pds.schema, int(pds.count_rows())
+    else:
+        assert table is not None
+        schema, n_rows = table.schema, table.num_rows
+    metrics = list(dict.fromkeys(metrics))
+    problems = _schema_problems(schema, list(dict.fromkeys(required_columns)), metrics)
+    if problems:
+        raise SchemaError(f"tokens of {name}", problems)
+    return TokenSource(name=name, schema=schema, n_rows=n_rows, memory_limit=str(memory_limit), threads=threads,
+                       dataset=dataset, table=table)

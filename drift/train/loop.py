@@ -1,0 +1,351 @@
+"""The on-policy distillation loop: sample from the current student, score, weight, update.
+
+Training step k (1-based; :mod:`drift.train.config` states the convention):
+
+1. take ``prompts_per_step`` training prompts (:func:`~drift.train.evaluate.prompt_indices`), each repeated
+   ``samples_per_prompt`` times;
+2. sample a response for each from the *current* student (eval mode, no grad), seeded ``derive_seed(seed, k)``;
+3. teacher forcing: the student's body runs on prompt + response *with* grad, the frozen teacher's without;
+   response token j is predicted at index P + j - 1 of each model's own input, so the teacher may read its own
+   (privileged) prompt; log-probs come from the LM heads a chunk of positions at a time;
+4. A_t = log pi_T(y_t) - sg(log pi_S(y_t)); w = ``schedule.weights(A, mask, teacher_logprob=...,
+   step=k, total_steps=steps)`` (no grad);
+5. the loss of :mod:`drift.train.loss` (``sampled`` or ``full_kl``), backward, global-norm clipping, AdamW.
+
+When every weight of a batch is 0 there is no training signal and the optimizer step is **skipped**
+(``optim/skipped`` = 1): AdamW would otherwise still move the parameters through weight decay and the
+momentum of earlier steps. The learning-rate schedule advances regardless.
+
+The student stays in eval mode throughout (no dropout), so the log-probs the loss differentiates are those
+of the policy that sampled: the update is exactly on-policy (importance ratio 1, as in the IW-OPD reference).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from drift import schedules
+from drift.collect.guards import check_pair
+from drift.collect.prompts import PromptRecord, read_prompts
+from drift.collect.rollouts import derive_seed, sample_responses, stop_token_ids
+from drift.collect.scoring import LMHead, pad_right
+from drift.config import save_config
+from drift.errors import ConfigError
+from drift.train.config import TrainConfig, resolve_preset
+from drift.train.evaluate import RenderedPrompt, evaluate, mean_reward, prompt_indices, render_prompts, rewards
+from drift.train.loss import opd_full_kl_loss, opd_sampled_loss, sampled_stats, token_logprobs
+from drift.train.outputs import MetricsLog, collect_at, prepare_out, save_checkpoint
+from drift.verifiers import get_verifier
+
+__all__ = ["TrainResult", "TrainSetup", "load_setup", "lr_factor", "run_training", "train", "train_from_config"]
+
+log = logging.getLogger(__name__)
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What :func:`train` returns. ``metrics`` has one row per step 0..steps (row 0: the initial evaluation)."""
+
+    metrics: pd.DataFrame
+    student: Any
+    out: Path | None
+    checkpoints: dict[int, Path]
+    drift: dict[int, Path]
+    wall_s: float
+
+
+@dataclass(frozen=True)
+class TrainSetup:
+    """Loaded models, tokenizer, prompts and world; reusable across runs (:func:`run_training` copies the
+    student, so one setup serves a whole ablation grid)."""
+
+    student: Any
+    teacher: Any
+    tokenizer: Any
+    train_prompts: list[PromptRecord]
+    heldout_prompts: list[PromptRecord]
+    world: Any | None = None
+    teacher_tokenizer: Any | None = None
+
+
+class _Model:
+    """Body + LM head of a causal LM, differentiable (the scorer's ``LMHead`` writes into buffers instead)."""
+
+    def __init__(self, model: Any, vocab: int) -> None:
+        self.lm = LMHead(model)
+        self.vocab = vocab
+
+    def logits(self, hidden_C_D: Tensor) -> Tensor:
+        lm = self.lm
+        bias = lm.head.bias[: self.vocab] if getattr(lm.head, "bias", None) is not None else None
+        x = torch.nn.functional.linear(hidden_C_D, lm.head.weight[: self.vocab], bias)
+        if lm.scale is not None:
+            x = x * lm.scale
+        if lm.divide is not None:
+            x = x / lm.divide
+        if lm.softcap is not None:
+            x = torch.tanh(x / lm.softcap) * lm.softcap
+        return x
+
+    def response_hidden(self, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]]) -> Tensor:
+        """Final hidden states at the positions predicting each response token, concatenated: (N, D)."""
+        rows = [list(p) + list(r) for p, r in zip(prompts, responses, strict=True)]
+        ids, mask = pad_right(rows, 0, self.lm.device)
+        hidden_B_L_D = self.lm.hidden(ids, mask)
+        ib = np.concatenate([np.full(len(r), b) for b, r in enumerate(responses)])
+        il = np.concatenate([np.arange(len(p) - 1, len(p) + len(r) - 1) for p, r in zip(prompts, responses,
+                                                                                        strict=True)])
+        dev = hidden_B_L_D.device
+        return hidden_B_L_D[torch.as_tensor(ib, device=dev), torch.as_tensor(il, device=dev)]
+
+
+def _to_padded(x_N: Tensor, lengths: Sequence[int]) -> Tensor:
+    """Concatenated per-row values (N,) -> right-padded (B, T) with zeros (differentiable)."""
+    ib = torch.as_tensor(np.concatenate([np.full(n, b) for b, n in enumerate(lengths)]), device=x_N.device)
+    it = torch.as_tensor(np.concatenate([np.arange(n) for n in lengths]), device=x_N.device)
+    return x_N.new_zeros((len(lengths), max(lengths))).index_put((ib, it), x_N)
+
+
+def lr_factor(step: int, config: TrainConfig) -> float:
+    """Multiplier of ``lr`` at 1-based ``step``: linear warm-up k/warmup, then 1 (constant) or a cosine that
+    starts at 1 on the first step after warm-up and would reach 0 one step after the last."""
+    if step <= config.warmup_steps:
+        return step / config.warmup_steps
+    if config.lr_schedule == "constant":
+        return 1.0
+    return 0.5 * (1.0 + math.cos(math.pi * (step - config.warmup_steps - 1) / (config.steps - config.warmup_steps)))
+
+
+def _loss_on_batch(student: _Model, teacher: _Model, prompts: Sequence[RenderedPrompt],
+                   responses: Sequence[Sequence[int]], schedule: Any, step: int,
+                   config: TrainConfig) -> tuple[Tensor, dict[str, float], bool]:
+    """Steps 3-5 up to the loss: returns (loss, stats, whether any weight is non-zero)."""
+    lengths = [len(r) for r in responses]
+    chunk = config.scoring.chunk_size
+    targets = torch.as_tensor(np.concatenate([np.asarray(r, dtype=np.int64) for r in responses]),
+                              device=student.lm.device)
+    hidden_s = student.response_hidden([p.student_ids for p in prompts], responses)  # with grad
+    with torch.no_grad():
+        hidden_t = teacher.response_hidden([p.teacher_ids for p in prompts], responses).to(student.lm.device)
+        teacher_lp = _to_padded(token_logprobs(hidden_t, targets.to(hidden_t.device), teacher.logits,
+                                            chunk_size=chunk), lengths)
+    full_kl = config.loss == "full_kl"
+    with torch.set_grad_enabled(not full_kl):  # the full-KL loss differentiates the heads itself
+        student_lp = _to_padded(token_logprobs(hidden_s, targets, student.logits, chunk_size=chunk), lengths)
+    mask = _to_padded(torch.ones(len(targets), device=targets.device), lengths) > 0
+    adv = (teacher_lp - student_lp.detach()) * mask
+    weights = schedule.weights(adv, mask, teacher_logprob=teacher_lp, step=step, total_steps=config.steps)
+    if full_kl:
+        loss, stats = opd_full_kl_loss(hidden_s, hidden_t, weights[mask], int(mask.sum()),
+                                       student_head=student.logits, teacher_head=teacher.logits, chunk_size=chunk)
+        stats = {**sampled_stats(student_lp, teacher_lp, weights, mask), **stats}
+    else:
+        loss, stats = opd_sampled_loss(student_lp, teacher_lp, weights, mask)
+    return loss, stats, bool((weights[mask] != 0).any())
+
+
+def train(student: Any, teacher: Any, tokenizer: Any, train_prompts: Sequence[PromptRecord],
+          heldout_prompts: Sequence[PromptRecord], schedule: Any, config: TrainConfig, *, world: Any | None = None,
+          teacher_tokenizer: Any | None = None) -> TrainResult:
+    """Distil ``teacher`` into ``student`` on-policy (``student`` is updated in place).
+
+    Args:
+        student: any HF ``*ForCausalLM``; its parameters are trained (grads enabled during the run, disabled
+            after). Keep a copy if you need the initial weights.
+        teacher: frozen causal LM on the same device, sharing the student's token ids. If it is the student
+            object itself, a frozen copy of the initial student is used.
+        tokenizer: the student's tokenizer (prompts are rendered with it).
+        train_prompts, heldout_prompts: prompt records; held-out ones are used for evaluation and collection.
+        schedule: a :class:`~drift.schedules.Schedule`, a spec dict, JSON text or a path; None = ``config.schedule``
+            (``''`` = uniform, plain OPD).
+        config: the resolved :class:`TrainConfig` (model and prompt paths in it are only recorded).
+        world: an oracle world (world verifier, ``oracle_*`` columns in collected drift data).
+        teacher_tokenizer: the teacher's tokenizer, checked against the student's (default: same).
+    """
+    t_start = time.perf_counter()
+    if not train_prompts or not heldout_prompts:
+        raise ConfigError("train", [f"{name} is empty; pass at least one prompt" for name, p in
+                                    (("train_prompts", train_prompts), ("heldout_prompts", heldout_prompts)) if not p])
+    if config.scoring.num_threads is not None:
+        torch.set_num_threads(config.scoring.num_threads)
+    if schedule is None:
+        schedule = config.schedule or {"kind": "uniform"}
+    if not callable(getattr(schedule, "weights", None)):
+        schedule = schedules.load(schedule)
+    spec = schedule.to_dict() if hasattr(schedule, "to_dict") else {"kind": getattr(schedule, "kind", "custom")}
+    config = dataclasses.replace(config, schedule=json.dumps(spec))
+    if teacher is student:
+        log.info("teacher is the student object: distilling towards a frozen copy of the initial student")
+        teacher = copy.deepcopy(student).requires_grad_(False)
+    pair = check_pair(student, teacher, tokenizer, teacher_tokenizer)
+    s_model, t_model = _Model(student, pair.shared_vocab), _Model(teacher, pair.shared_vocab)
+    train_r = render_prompts(train_prompts, tokenizer, chat_template=config.chat_template,
+                             teacher_system_prompt=config.teacher_system_prompt)
+    heldout_r = render_prompts(heldout_prompts, tokenizer, chat_template=config.chat_template,
+                               teacher_system_prompt=config.teacher_system_prompt)
+    s_model.lm.check_parity(train_r[0].student_ids)
+    t_model.lm.check_parity(train_r[0].teacher_ids)
+    verifier = get_verifier(config.verifier, world=world, tokenizer=tokenizer)
+    stops = stop_token_ids(tokenizer, student)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
+    gen = {"stop_ids": stops, "pad_id": pad_id, "max_new_tokens": config.max_new_tokens,
+           "temperature": config.temperature, "top_p": config.top_p, "batch_size": config.gen_batch_size}
+
+    out = prepare_out(config)
+    metrics = MetricsLog(out / "metrics.jsonl" if out else None)
+    if out is not None:
+        from drift.models import model_identity, tokenizer_hash
+
+        schedule_path = out / "schedule.json"
+        schedule_path.write_text(json.dumps(spec, indent=2) + "\n")
+        save_config(config, out / "config.json", command="train", schedule=spec,
+                    models={"student": model_identity(student, config.student or None),
+                            "teacher": model_identity(teacher, config.teacher or None)},
+                    tokenizer={"hash": tokenizer_hash(tokenizer), "size": len(tokenizer)},
+                    world=world.to_dict() if world is not None else None, pair=pair.to_dict(),
+                    torch_version=torch.__version__,
+                    step_convention="1-based updates; schedule step=k, total_steps=steps; outputs labelled s "
+                                    "describe the student after s updates (0 = initial)")
+
+    torch.manual_seed(config.seed)
+    student.requires_grad_(True)
+    named = list(student.named_parameters())
+    optimizer = torch.optim.AdamW(
+        [{"params": [p for _, p in named if p.ndim >= 2], "weight_decay": config.weight_decay},
+         {"params": [p for _, p in named if p.ndim < 2], "weight_decay": 0.0}],
+        lr=config.lr * lr_factor(1, config), betas=tuple(config.betas))
+    params = [p for _, p in named]
+    eval_prompts = heldout_r[: config.eval_prompts]
+    collect_steps = set(config.collect_steps())
+    checkpoints: dict[int, Path] = {}
+    drift_sets: dict[int, Path] = {}
+
+    def evaluate_now() -> dict[str, float]:
+        return evaluate(student, teacher, tokenizer, eval_prompts, verifier=verifier, samples=config.eval_samples,
+                        seed=config.seed, vocab_size=pair.shared_vocab, chunk_size=config.scoring.chunk_size,
+                        max_batch_tokens=config.scoring.max_batch_tokens, **gen)
+
+    def outputs_after(s: int) -> None:
+        """Checkpoint and drift collection of the student after ``s`` updates, as configured."""
+        if out is None:
+            return
+        wanted = s == config.steps or (config.save_every > 0 and s % config.save_every == 0)
+        if s > 0 and (wanted or s in collect_steps):  # a collected dataset must name weights that exist
+            checkpoints[s] = save_checkpoint(student, tokenizer, out / "checkpoints" / f"step-{s:06d}")
+        if s in collect_steps:
+            drift_sets[s] = collect_at(s, student, teacher, tokenizer, heldout_prompts, config, out,
+                                        checkpoints.get(s), world, teacher_tokenizer)
+
+    try:
+        metrics.log({"step": 0, **evaluate_now()})
+        outputs_after(0)
+        bar = tqdm(range(1, config.steps + 1), desc="train", unit="step", disable=not config.scoring.progress)
+        for step in bar:
+            t0 = time.perf_counter()
+            # 1-2. a batch of fresh rollouts from the current student
+            batch = [train_r[i] for i in prompt_indices(len(train_r), config.prompts_per_step, config.seed, step)]
+            batch = [p for p in batch for _ in range(config.samples_per_prompt)]
+            gens = sample_responses(student, [p.student_ids for p in batch], seed=derive_seed(config.seed, step),
+                                    **gen)
+            responses = [g.response_ids for g in gens]
+            t_sample = time.perf_counter() - t0
+            # 3-5. score, weight, loss, update
+            lr = config.lr * lr_factor(step, config)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss, stats, signal = _loss_on_batch(s_model, t_model, batch, responses, schedule, step, config)
+            grad_norm = 0.0
+            if signal:
+                loss.backward()
+                clip = config.grad_clip if config.grad_clip is not None else math.inf
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
+                optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            lengths = [len(r) for r in responses]
+            row = {"step": step, **stats, "length/mean": float(np.mean(lengths)), "length/max": float(max(lengths)),
+                   "rollout/finished_frac": float(np.mean([g.finished for g in gens])),
+                   "rollout/reward_mean": mean_reward(rewards(verifier, tokenizer, batch, responses)),
+                   "optim/lr": lr, "optim/grad_norm": grad_norm, "optim/skipped": float(not signal),
+                   "time/sample": t_sample, "time/step": time.perf_counter() - t0}
+            if step == config.steps or (config.eval_every > 0 and step % config.eval_every == 0):
+                row.update(evaluate_now())
+                bar.set_postfix_str(f"kl {row['eval/kl_mean']:.3f} acc {row['eval/accuracy']:.3f}")
+            metrics.log(row)
+            outputs_after(step)
+        bar.close()
+    finally:
+        student.requires_grad_(False)
+    frame = metrics.frame()
+    if out is not None:
+        frame.to_parquet(out / "metrics.parquet", index=False)
+    return TrainResult(frame, student, out, checkpoints, drift_sets, time.perf_counter() - t_start)
+
+
+def load_setup(config: TrainConfig) -> TrainSetup:
+    """Load the models, tokenizer, prompts and world named in ``config`` (preset applied).
+
+    The student is loaded in float32 when ``dtype`` is ``auto`` (it is trained; AdamW on bf16 weights loses
+    small updates); the teacher in the scoring dtype. A teacher path equal to the student's is loaded twice,
+    so the teacher stays frozen.
+    """
+    from drift.models import load_model, load_tokenizer
+    from drift.worlds import load_world
+
+    config = resolve_preset(config)
+    opts = config.scoring
+    if opts.num_threads is not None:
+        torch.set_num_threads(opts.num_threads)
+    tokenizer = load_tokenizer(config.tokenizer or config.student)
+    teacher_tok = None if config.tokenizer else load_tokenizer(config.teacher)
+    student_dtype = "float32" if opts.dtype == "auto" else opts.dtype
+    student = load_model(config.student, device=opts.device, dtype=student_dtype)
+    teacher = load_model(config.teacher, device=opts.device, dtype=opts.dtype)
+    world = load_world(config.world) if config.world else None
+    return TrainSetup(student, teacher, tokenizer, read_prompts(config.prompts), read_prompts(config.heldout_prompts),
+                      world, teacher_tok)
+
+
+def train_from_config(config: TrainConfig, *, setup: TrainSetup | None = None,
+                      apply_preset: bool = True) -> TrainResult:
+    """Apply the preset (:func:`resolve_preset`; the CLI, which merged it already, passes ``apply_preset=False``),
+    load everything named in ``config`` (or use ``setup``) and run :func:`train`.
+
+    With a ``setup`` the student is deep-copied first, so the setup can be reused.
+    """
+    if apply_preset:
+        config = resolve_preset(config)
+    if setup is None:
+        setup = load_setup(config)
+        student = setup.student
+    else:
+        student = copy.deepcopy(setup.student)
+    return train(student, setup.teacher, setup.tokenizer, setup.train_prompts, setup.heldout_prompts, None,
+                 config, world=setup.world, teacher_tokenizer=setup.teacher_tokenizer)
+
+
+def run_training(schedule: Any, seed: int, config: TrainConfig, *, setup: TrainSetup | None = None,
+                 **overrides: Any) -> pd.DataFrame:
+    """One (schedule, seed) training run in-process; returns its metrics DataFrame (for ablation grids).
+
+    ``schedule`` is a Schedule, spec dict, JSON text or path; ``overrides`` replace config fields (e.g.
+    ``steps=100``). Pass a ``setup`` from :func:`load_setup` to load models once for many runs; each run
+    trains a fresh copy of its student.
+    """
+    spec = schedule.to_json(indent=None) if hasattr(schedule, "to_json") else (
+        json.dumps(dict(schedule)) if isinstance(schedule, Mapping) else str(schedule))
+    cfg = dataclasses.replace(resolve_preset(config), schedule=spec, seed=seed, **overrides)
+    return train_from_config(cfg, setup=setup, apply_preset=False).metrics

@@ -18,16 +18,18 @@ import typing
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from drift.errors import ConfigError
+from drift.errors import ConfigError, DriftError
 from drift.schedules import KINDS, STYLES, TARGETS, Schedule, export, format_export, load
+from drift.schedules.preview import (
+    SYNTHETIC_ADVANTAGE,
+    SYNTHETIC_LENGTH,
+    SYNTHETIC_TEACHER_LOGPROB,
+    decile_weights,
+    weight_profile,
+)
 
 __all__ = ["register", "weight_table"]
 
-SYNTHETIC_LENGTH = 100
-SYNTHETIC_ADVANTAGE = -1.0  # |A| = 1 everywhere; the teacher a little less sure than the student, as usual
-SYNTHETIC_TEACHER_LOGPROB = -1.0
 _FRAC_ALIAS_KINDS = ("prefix_mask", "prefix_weight")  # accept frac as start_ratio = end_ratio = frac
 
 
@@ -46,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub = parser.add_subparsers(dest="schedule_action", metavar="ACTION")
     _add_show(sub)
     _add_make(sub)
-    # More actions go here, one `_add_<action>(sub)` each.
+    _add_recommend(sub)
 
     def no_action(args: argparse.Namespace) -> int:
         parser.print_help()
@@ -108,24 +110,18 @@ def _add_show(sub: argparse._SubParsersAction) -> None:
 
 def weight_table(schedule: Schedule, *, length: int = SYNTHETIC_LENGTH, total_steps: int = 100) -> list[str]:
     """Mean weight per relative-position decile on a synthetic constant-advantage rollout, as lines."""
-    adv = np.full((1, length), SYNTHETIC_ADVANTAGE)
-    teacher = np.full((1, length), SYNTHETIC_TEACHER_LOGPROB)
     if schedule.needs_step:
         steps = sorted({1, (total_steps + 1) // 2, total_steps})
-        cols: dict[str, dict[str, int]] = {f"step {s}": {"step": s, "total_steps": total_steps}
-                                           for s in steps}
+        cols: dict[str, dict[str, int]] = {f"step {s}": {"step": s, "total_steps": total_steps} for s in steps}
     else:
         cols = {"weight": {}}
-    values = {name: np.asarray(schedule.weights(adv, teacher_logprob=teacher, **kw))[0]
-              for name, kw in cols.items()}
-    edges = np.linspace(0, length, 11).round().astype(int)
+    deciles = {name: decile_weights(schedule, length=length, **kw) for name, kw in cols.items()}
+    means = {name: weight_profile(schedule, length=length, **kw).mean() for name, kw in cols.items()}
     lines = ["position  " + "".join(f"{name:>11}" for name in cols)]
     for i in range(10):
-        lo, hi = edges[i], edges[i + 1]
-        cells = "".join(f"{values[name][lo:hi].mean():>11.4g}" for name in cols)
-        label = f"{10 * i}-{10 * (i + 1)}%"
-        lines.append(f"{label:<10}{cells}")
-    lines.append("mean      " + "".join(f"{values[name].mean():>11.4g}" for name in cols))
+        cells = "".join(f"{deciles[name][i]:>11.4g}" for name in cols)
+        lines.append(f"{f'{10 * i}-{10 * (i + 1)}%':<10}{cells}")
+    lines.append("mean      " + "".join(f"{means[name]:>11.4g}" for name in cols))
     return lines
 
 
@@ -242,4 +238,48 @@ def _run_make(args: argparse.Namespace) -> int:
     schedule.save(args.out)
     print(schedule.describe())
     print(f"wrote {args.out}")
+    return 0
+
+
+RECOMMEND_HELP = """\
+Derive a schedule from measured drift and print why. Evidence of supervision quality is taken from, in order: a
+continuation probe (DATASET/probe or --probe, from `drift probe`), the oracle world's labels, or nothing (then the
+paper's IW-OPD is recommended as the default, and the rationale says so). With evidence drift tests the direction
+of quality along the response (flat: keep uniform), compares how well position and the per-rollout cumulative
+discrepancy predict quality (AUROC with rollout-bootstrap intervals: the better one decides between a fitted
+position curve and IW-OPD), and prints the fitted curve, where quality halves, and the weights per decile.
+
+examples:
+  drift schedule recommend runs/toy --out schedule.json
+  drift schedule recommend runs/x --probe runs/x/probe --gamma 0.5 --out runs/x/schedule.json
+  drift schedule show runs/x/schedule.json --format verl
+"""
+
+
+def _add_recommend(sub: argparse._SubParsersAction) -> None:
+    from drift.config import add_config_arguments
+    from drift.schedules.recommend import RecommendConfig
+
+    p = sub.add_parser("recommend", help="recommend a schedule from a dataset (and its probe), with a rationale",
+                       description=RECOMMEND_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("dataset", help="a drift dataset folder")
+    add_config_arguments(p, RecommendConfig, exclude=("dataset",))
+    p.set_defaults(func=_run_recommend)
+
+
+def _run_recommend(args: argparse.Namespace) -> int:
+    from drift.config import config_from_namespace
+    from drift.schedules.recommend import RecommendConfig, recommend_from_config
+
+    cfg = config_from_namespace(RecommendConfig, args)
+    rec, out, sidecar = recommend_from_config(cfg)
+    print(rec.report())
+    print()
+    for target in ("verl", "trl", "tinker"):
+        try:
+            result = export(rec.schedule, target)
+            print(f"{target}: exports exactly" if result.exact else f"{target}: approximate export")
+        except DriftError as exc:
+            print(f"{target}: no equivalent ({str(exc).splitlines()[0]})")
+    print(f"\nwrote {out} and {sidecar}")
     return 0

@@ -21,7 +21,8 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 class ScoringOptions:
     """How student and teacher score response tokens (shared by ``collect`` and ``score``)."""
 
-    chunk_size: int = opt(256, "positions per LM-head chunk; memory grows as chunk_size x vocab")
+    chunk_size: int = opt(1024, "positions per LM-head chunk; the head weights are read once per chunk")
+    vocab_chunk: int = opt(2048, "vocabulary ids per tile; head-phase memory grows as chunk_size x vocab_chunk")
     max_batch_tokens: int = opt(16384, "cap on rollouts x padded length per body forward pass")
     topk: int = opt(16, "k of the top-k overlap metric")
     score_temperature: float = opt(1.0, "both models' logits are divided by this before scoring (1 = as is)")
@@ -37,6 +38,7 @@ class ScoringOptions:
     def __post_init__(self) -> None:
         c = Checks("ScoringOptions")
         c.positive("chunk_size", self.chunk_size)
+        c.positive("vocab_chunk", self.vocab_chunk)
         c.positive("max_batch_tokens", self.max_batch_tokens)
         c.positive("topk", self.topk)
         c.positive("score_temperature", self.score_temperature)

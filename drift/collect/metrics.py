@@ -21,6 +21,9 @@ Invalid (masked) positions return 0 for every metric; reductions over tokens are
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -36,6 +39,7 @@ __all__ = [
     "prefix_logratio",
     "vocab_stats",
     "vocab_stats_",
+    "vocab_stats_tiled",
 ]
 
 K3_CLAMP = 20.0  # |A_t| clamp before the exponential (verl low_var_kl)
@@ -111,7 +115,8 @@ def vocab_stats(student_logits_C_V: Tensor, teacher_logits_C_V: Tensor, targets_
     if student_logits_C_V.shape != teacher_logits_C_V.shape:
         raise ValueError(f"logit shapes differ: {tuple(student_logits_C_V.shape)} vs "
                          f"{tuple(teacher_logits_C_V.shape)}; slice both to the shared vocabulary first")
-    return vocab_stats_(torch.stack((student_logits_C_V, teacher_logits_C_V)).float(), targets_C, topk=topk)
+    stacked = torch.stack((student_logits_C_V, teacher_logits_C_V))
+    return vocab_stats_(stacked if stacked.dtype == torch.float64 else stacked.float(), targets_C, topk=topk)
 
 
 def vocab_stats_(logits_2_C_V: Tensor, targets_C: Tensor, *, topk: int = 16,
@@ -145,6 +150,121 @@ def vocab_stats_(logits_2_C_V: Tensor, targets_C: Tensor, *, topk: int = 16,
         # KL >= 0 exactly; identical rows give exactly 0, tiny negative rounding is clamped.
         "kl_reverse": (s_neg_h - s_cross).clamp_min(0.0),
         "kl_forward": (t_neg_h - t_cross).clamp_min(0.0),
+        "teacher_rank": rank.to(torch.int32),
+        "student_argmax": s_top[:, 0],
+        "teacher_argmax": t_top[:, 0],
+        "topk_overlap": overlap,
+    }
+
+
+LogitsFn = Callable[[int, int, Tensor], Tensor]
+_TOPK_BLOCK = 64
+
+
+def _tile_topk(x_2_P_W: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Top-k (unsorted) along the last axis, via block maxima: the k largest values lie in the k blocks with the
+    largest maxima, so only those k blocks are searched (much faster than a full top-k on wide rows)."""
+    width = x_2_P_W.shape[-1]
+    n_blocks = width // _TOPK_BLOCK
+    if n_blocks < 2 * k or width % _TOPK_BLOCK:
+        return torch.topk(x_2_P_W, k, dim=-1, sorted=False)
+    blocks = x_2_P_W.reshape(*x_2_P_W.shape[:-1], n_blocks, _TOPK_BLOCK)
+    best = torch.topk(blocks.amax(dim=-1), k, dim=-1, sorted=False).indices  # (2, P, k) block ids
+    cols = (best.unsqueeze(-1) * _TOPK_BLOCK + torch.arange(_TOPK_BLOCK, device=x_2_P_W.device)).flatten(-2)
+    vals, pos = torch.topk(x_2_P_W.gather(-1, cols), k, dim=-1, sorted=False)
+    return vals, cols.gather(-1, pos)
+
+
+def vocab_stats_tiled(logits_s: LogitsFn, logits_t: LogitsFn, target_s_P: Tensor, target_t_P: Tensor,
+                      targets_P: Tensor, vocab_size: int, *, vocab_chunk: int = 4096, topk: int = 16,
+                      buffers: tuple[Tensor, Tensor] | None = None) -> dict[str, Tensor]:
+    """:func:`vocab_stats` for P positions without ever holding P x V logits: the vocabulary is visited in tiles.
+
+    ``logits_s(v0, v1, out)`` writes the student's logits of ids [v0, v1) for the P positions into ``out`` (P, v1 -
+    v0) and returns it (likewise ``logits_t``); ``target_s_P`` / ``target_t_P`` are the logits of the realized tokens,
+    computed the same way (they anchor the rank and the cross terms). Per model and row, an *online* softmax keeps,
+    relative to the running maximum m (rescaled by exp(m_old - m_new) whenever m grows):
+
+        Z = sum_v e^(x_v - m),   A = sum_v e^(x_v - m) (x_v - m),   C = sum_v e^(x_v - m) (y_v - y_target)
+
+    where y is the *other* model's logit. Then log Z_tot = m + log Z, the entropy is log Z - A / Z, and
+    sum_v p_v log q_v = C / Z + log q(target), so KL(p || q) = -H(p) - C / Z - log q(target). The teacher rank counts
+    ids (other than the target) whose teacher logit exceeds the target's; the top-k lists are merged tile by tile.
+    Peak memory: four (P, vocab_chunk) float32 tiles (``buffers`` = two (2, P, vocab_chunk) tensors to reuse).
+    """
+    p = targets_P.shape[0]
+    dev = target_s_P.device
+    k = max(1, min(int(topk), vocab_size))
+    vc = max(1, min(int(vocab_chunk), vocab_size))
+    if buffers is None:
+        buffers = (torch.empty((2, p, vc), device=dev), torch.empty((2, p, vc), device=dev))
+    logit_buf, exp_buf = buffers
+    ref = torch.stack((target_t_P.float(), target_s_P.float()))  # cross-term anchor: the *other* model's target
+    tgt = targets_P.long()
+    m = torch.empty((2, p), device=dev)
+    z, a, c = (torch.zeros((2, p), device=dev, dtype=torch.float64) for _ in range(3))
+    rank = torch.zeros(p, device=dev, dtype=torch.long)
+    top_val = torch.full((2, p, k), -math.inf, device=dev)
+    top_idx = torch.zeros((2, p, k), device=dev, dtype=torch.long)
+    for v0 in range(0, vocab_size, vc):
+        v1 = min(vocab_size, v0 + vc)
+        w = v1 - v0
+        lg = logit_buf[:, :, :w]
+        logits_s(v0, v1, lg[0])
+        logits_t(v0, v1, lg[1])
+        # top-k candidates of this tile, merged with the running lists (raw logits)
+        tv, ti = _tile_topk(lg, min(k, w))
+        cand_v = torch.cat((top_val, tv), dim=-1)
+        cand_i = torch.cat((top_idx, ti + v0), dim=-1)
+        top_val, sel = torch.topk(cand_v, k, dim=-1, sorted=True)
+        top_idx = cand_i.gather(-1, sel)
+        # teacher rank: ids strictly above the target's logit, the target itself excluded
+        above = lg[1] > target_t_P.float().unsqueeze(1)
+        rank += above.sum(dim=1)
+        inside = (tgt >= v0) & (tgt < v1)
+        if bool(inside.any()):
+            rows = inside.nonzero().squeeze(1)
+            rank[rows] -= above[rows, tgt[rows] - v0].long()
+        # online softmax statistics (the tile maximum is the largest top-k candidate)
+        m_tile = tv.amax(dim=-1)
+        if v0 == 0:
+            m_new = m_tile
+            scale = torch.zeros_like(m_new)
+        else:
+            m_new = torch.maximum(m, m_tile)
+            scale = torch.exp(m - m_new)
+        other_shift = m_new.flip(0) - ref  # (y - y_target) = (y - m_new_other) + (m_new_other - y_target)
+        lg -= m_new.unsqueeze(-1)  # centred in place: x - m_new
+        ex = torch.exp(lg, out=exp_buf[:, :, :w])
+        z_tile = ex.sum(dim=-1)
+        # dots[i, a, b] = sum_v ex[a, i, v] * lg[b, i, v]: own (a == b) and cross (a != b) terms in one pass
+        dots = torch.bmm(ex.transpose(0, 1), lg.permute(1, 2, 0))
+        a_tile = torch.stack((dots[:, 0, 0], dots[:, 1, 1]))
+        c_tile = torch.stack((dots[:, 0, 1], dots[:, 1, 0])) + other_shift * z_tile
+        if v0 > 0:
+            delta = (m_new - m).double()
+            s64 = scale.double()
+            a = s64 * (a - delta * z)
+            z = s64 * z
+            c = s64 * c
+        z = z + z_tile.double()
+        a = a + a_tile.double()
+        c = c + c_tile.double()
+        m = m_new
+    log_z = m.double() + torch.log(z)
+    logprob = ref.flip(0).double() - log_z  # [student log p(y), teacher log q(y)]
+    entropy = torch.log(z) - a / z
+    # sum_v p log q = C_s / Z_s + log q(y): KL(p||q) = -H(p) - that
+    kl = -entropy - c / z - logprob.flip(0)
+    s_top, t_top = top_idx[0], top_idx[1]
+    overlap = (s_top.unsqueeze(2) == t_top.unsqueeze(1)).any(dim=2).sum(dim=1).float() / k
+    return {
+        "student_logprob": logprob[0].float(),
+        "teacher_logprob": logprob[1].float(),
+        "student_entropy": entropy[0].float().clamp_min(0.0),
+        "teacher_entropy": entropy[1].float().clamp_min(0.0),
+        "kl_reverse": kl[0].float().clamp_min(0.0),
+        "kl_forward": kl[1].float().clamp_min(0.0),
         "teacher_rank": rank.to(torch.int32),
         "student_argmax": s_top[:, 0],
         "teacher_argmax": t_top[:, 0],

@@ -165,6 +165,7 @@ class _PartWriter:
         items = [it for it in self.items(rows) if len(it.response_ids) > 1][:8]
         report = alignment_self_check(self.models.student, self.models.teacher, items,
                                       vocab_size=self.models.pair.shared_vocab, chunk_size=self.opts.chunk_size,
+                                      vocab_chunk=self.opts.vocab_chunk,
                                       topk=self.opts.topk, max_batch_tokens=self.opts.max_batch_tokens)
         log.debug("alignment self-check passed: self max KL %.2g, shifted mean |A| %.3g, offsets %s",
                  report.self_max_kl, report.shifted_mean_abs_advantage, report.offset_teacher_logprob)
@@ -172,7 +173,7 @@ class _PartWriter:
 
     def write(self, index: int, rows: list[dict[str, Any]]) -> None:
         scores = score_items(self.models.student, self.models.teacher, self.items(rows),
-                             chunk_size=self.opts.chunk_size, topk=self.opts.topk,
+                             chunk_size=self.opts.chunk_size, vocab_chunk=self.opts.vocab_chunk, topk=self.opts.topk,
                              max_batch_tokens=self.opts.max_batch_tokens, vocab_size=self.models.pair.shared_vocab,
                              temperature=self.opts.score_temperature, on_batch=self.bar.update)
         rollouts, tokens = build_tables(rows, scores, step=self.step, world=self.models.world,

@@ -1,4 +1,4 @@
-"""A deliberately naive scorer: full logits, full log-softmax, plain loops.
+"""A deliberately naive scorer: full logits, full log-softmax (in float64), plain loops.
 
 It exists to check :func:`drift.collect.scoring.score_items` (tests compare the two at atol 1e-5 in float32) and
 as the baseline of ``benchmarks/bench_scoring.py``. It scores one rollout at a time with no padding, keeps the
@@ -25,17 +25,17 @@ def naive_score_item(student: Any, teacher: Any, item: ScoringItem, *, topk: int
     resp = list(item.response_ids)
     out: dict[str, list[float]] = {}
 
-    def logprobs(model: Any, prompt: list[int]) -> torch.Tensor:
+    def logits_of(model: Any, prompt: list[int]) -> torch.Tensor:
         ids = torch.tensor([prompt + resp], device=model.device)
         logits = model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False).logits[0].float()
         if vocab_size is not None:
             logits = logits[:, :vocab_size]
-        logits = logits / temperature
         # row P + j - 1 predicts response token j
-        return torch.log_softmax(logits[len(prompt) - 1: len(prompt) + len(resp) - 1], dim=-1)
+        return (logits / temperature)[len(prompt) - 1: len(prompt) + len(resp) - 1].double()
 
-    ls = logprobs(student, list(item.student_prompt_ids)).double()
-    lt = logprobs(teacher, list(item.teacher_prompt_ids)).double()
+    raw_t = logits_of(teacher, list(item.teacher_prompt_ids))
+    ls = torch.log_softmax(logits_of(student, list(item.student_prompt_ids)), dim=-1)
+    lt = torch.log_softmax(raw_t, dim=-1)
     ps, pt = ls.exp(), lt.exp()
     k = min(topk, ls.shape[1])
     for j, y in enumerate(resp):
@@ -49,7 +49,7 @@ def naive_score_item(student: Any, teacher: Any, item: ScoringItem, *, topk: int
             "teacher_entropy": float(-(pt[j] * lt[j]).sum()),
             "kl_reverse": float((ps[j] * (ls[j] - lt[j])).sum()),
             "kl_forward": float((pt[j] * (lt[j] - ls[j])).sum()),
-            "teacher_rank": int((lt[j] > lt[j, y]).sum()),
+            "teacher_rank": int((raw_t[j] > raw_t[j, y]).sum()),  # by definition: ids with a larger logit
             "student_argmax": int(ls[j].argmax()),
             "teacher_argmax": int(lt[j].argmax()),
             "topk_overlap": len(set(torch.topk(ls[j], k).indices.tolist())

@@ -2,9 +2,10 @@
 
 For every rollout, both models read their own prompt followed by the *same* response tokens. The model bodies run
 once per batch and only the final hidden states of the positions that predict response tokens are kept
-(``N x D``); these go through each LM head a chunk of ``chunk_size`` positions at a time and are reduced at once
-(:func:`drift.collect.metrics.vocab_stats_`). Peak memory is therefore the body's own plus O(chunk x V), never
-batch x length x vocab.
+(``N x D``). These go through each LM head ``chunk_size`` positions at a time, and the vocabulary is visited in
+tiles of ``vocab_chunk`` ids with an online softmax (:func:`drift.collect.metrics.vocab_stats_tiled`), every tile
+reduced at once. Peak memory is therefore the body's own plus O(chunk_size x vocab_chunk): never batch x length x
+vocab, not even chunk x vocab.
 
 Alignment: response token j of a rollout whose prompt has P tokens is predicted by the hidden state at index
 ``P + j - 1`` of that model's input. Student and teacher prompts may differ in length (privileged teacher
@@ -73,22 +74,54 @@ class LMHead:
         out = self.body(input_ids=input_ids_B_L, attention_mask=attention_mask_B_L, use_cache=False)
         return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
 
-    def logits_into(self, hidden_C_D: Tensor, out_C_V: Tensor) -> Tensor:
-        """Write the logits of ``hidden_C_D`` restricted to the first ``out_C_V.shape[1]`` ids into ``out_C_V``."""
-        v = out_C_V.shape[1]
-        w = self.head.weight[:v]
-        bias = self.head.bias[:v] if getattr(self.head, "bias", None) is not None else None
+    def _transform_(self, x: Tensor) -> Tensor:
+        """Apply the architecture's output transform in place (scale, divide, soft-capping)."""
+        if self.scale is not None:
+            x.mul_(self.scale)
+        if self.divide is not None:
+            x.div_(self.divide)
+        if self.softcap is not None:
+            x.div_(self.softcap).tanh_().mul_(self.softcap)
+        return x
+
+    def _transform(self, x: Tensor) -> Tensor:
+        """The output transform, out of place and differentiable."""
+        if self.scale is not None:
+            x = x * self.scale
+        if self.divide is not None:
+            x = x / self.divide
+        if self.softcap is not None:
+            x = torch.tanh(x / self.softcap) * self.softcap
+        return x
+
+    def _bias(self, v0: int, v1: int) -> Tensor | None:
+        bias = getattr(self.head, "bias", None)
+        return bias[v0:v1] if bias is not None else None
+
+    def logits(self, hidden_C_D: Tensor, v0: int = 0, v1: int | None = None) -> Tensor:
+        """Logits of ids [v0, v1) for ``hidden_C_D``, as a new (differentiable) tensor."""
+        v1 = self.vocab_size if v1 is None else v1
+        return self._transform(torch.nn.functional.linear(hidden_C_D, self.head.weight[v0:v1], self._bias(v0, v1)))
+
+    def logits_into(self, hidden_C_D: Tensor, out_C_V: Tensor, v0: int = 0) -> Tensor:
+        """Write the logits of ids [v0, v0 + out_C_V.shape[1]) of ``hidden_C_D`` into ``out_C_V`` (no new (C, V))."""
+        v1 = v0 + out_C_V.shape[1]
+        w = self.head.weight[v0:v1]
+        bias = self._bias(v0, v1)
         if hidden_C_D.dtype == out_C_V.dtype and bias is None:
             torch.mm(hidden_C_D, w.t(), out=out_C_V)
         else:
             out_C_V.copy_(torch.nn.functional.linear(hidden_C_D, w, bias))
-        if self.scale is not None:
-            out_C_V.mul_(self.scale)
-        if self.divide is not None:
-            out_C_V.div_(self.divide)
-        if self.softcap is not None:
-            out_C_V.div_(self.softcap).tanh_().mul_(self.softcap)
-        return out_C_V
+        return self._transform_(out_C_V)
+
+    def target_logits(self, hidden_C_D: Tensor, targets_C: Tensor) -> Tensor:
+        """Logit of each row's target id, float32: (C,) (one dot product per row, no (C, V) product)."""
+        w = self.head.weight[targets_C]
+        out = (hidden_C_D.float() * w.float()).sum(dim=-1)
+        bias = getattr(self.head, "bias", None)
+        if bias is not None:
+            out = out + bias[targets_C].float()
+        return self._transform_(out)
 
     @torch.inference_mode()
     def check_parity(self, input_ids: Sequence[int], atol: float = 1e-3) -> float:
@@ -138,6 +171,22 @@ def _gather_response_hidden(lm: LMHead, prompts: Sequence[Sequence[int]], respon
     return hidden_B_L_D[ib, il]
 
 
+def _tile_stats(s_lm: LMHead, t_lm: LMHead, hidden_s: Tensor, hidden_t: Tensor, targets: Tensor, vocab_size: int,
+                vocab_chunk: int, topk: int, temperature: float,
+                buffers: tuple[Tensor, Tensor] | None) -> dict[str, Tensor]:
+    """Full-vocabulary metrics of one chunk of positions, visiting the vocabulary in tiles."""
+    def make(lm: LMHead, hidden: Tensor) -> m.LogitsFn:
+        def fill(v0: int, v1: int, out: Tensor) -> Tensor:
+            lm.logits_into(hidden, out, v0)
+            return out.div_(temperature) if temperature != 1.0 else out
+        return fill
+
+    ts = s_lm.target_logits(hidden_s, targets) / temperature
+    tt = t_lm.target_logits(hidden_t, targets) / temperature
+    return m.vocab_stats_tiled(make(s_lm, hidden_s), make(t_lm, hidden_t), ts, tt, targets, vocab_size,
+                               vocab_chunk=vocab_chunk, topk=topk, buffers=buffers)
+
+
 def _batches(items: Sequence[ScoringItem], max_batch_tokens: int) -> list[list[int]]:
     """Group item indices (sorted by length) so that rows x longest input <= max_batch_tokens."""
     def width(i: int) -> int:
@@ -158,8 +207,8 @@ def _batches(items: Sequence[ScoringItem], max_batch_tokens: int) -> list[list[i
 
 
 @torch.inference_mode()
-def score_items(student: Any, teacher: Any, items: Sequence[ScoringItem], *, chunk_size: int = 256,
-                topk: int = 16, max_batch_tokens: int = 16384, vocab_size: int | None = None,
+def score_items(student: Any, teacher: Any, items: Sequence[ScoringItem], *, chunk_size: int = 1024,
+                vocab_chunk: int = 2048, topk: int = 16, max_batch_tokens: int = 16384, vocab_size: int | None = None,
                 temperature: float = 1.0, teacher_offset: int = 0,
                 on_batch: Callable[[int], None] | None = None) -> list[dict[str, np.ndarray]]:
     """Score every response token of ``items`` with both models; return one dict of (T,) arrays per item.
@@ -168,7 +217,9 @@ def score_items(student: Any, teacher: Any, items: Sequence[ScoringItem], *, chu
         student: the student causal LM (eval mode).
         teacher: the teacher causal LM, same device; may be the same object (self-scoring).
         items: rollouts to score; responses of length 0 give empty arrays.
-        chunk_size: positions per LM-head chunk (memory O(chunk_size x V)).
+        chunk_size: positions per LM-head chunk.
+        vocab_chunk: vocabulary ids per tile; memory of the head phase is O(chunk_size x vocab_chunk), and the
+            LM-head weights are read once per chunk of positions.
         topk: k for ``topk_overlap``.
         max_batch_tokens: cap on rows x padded length per body forward pass.
         vocab_size: score over ids [0, vocab_size) only (shared vocabulary of padded embeddings); default both
@@ -189,8 +240,8 @@ def score_items(student: Any, teacher: Any, items: Sequence[ScoringItem], *, chu
         vocab_size = s_lm.vocab_size
     device = s_lm.device
     chunk = max(1, int(chunk_size))
-    logits_2_C_V = torch.empty((2, chunk, vocab_size), dtype=torch.float32, device=device)
-    probs_2_C_V = torch.empty_like(logits_2_C_V)
+    vc = max(1, min(int(vocab_chunk), vocab_size))
+    buffers = (torch.empty((2, chunk, vc), device=device), torch.empty((2, chunk, vc), device=device))
     results: list[dict[str, np.ndarray] | None] = [None] * len(items)
     for batch in _batches(items, max_batch_tokens):
         its = [items[i] for i in batch if len(items[i].response_ids) > 0]
@@ -211,13 +262,8 @@ def score_items(student: Any, teacher: Any, items: Sequence[ScoringItem], *, chu
         cols: dict[str, list[Tensor]] = {k: [] for k in VOCAB_COLUMNS}
         for lo in range(0, n, chunk):
             hi = min(n, lo + chunk)
-            buf = logits_2_C_V[:, : hi - lo]
-            pbuf = probs_2_C_V[:, : hi - lo]
-            s_lm.logits_into(hidden_s[lo:hi], buf[0])
-            t_lm.logits_into(hidden_t[lo:hi], buf[1])
-            if temperature != 1.0:
-                buf.div_(temperature)
-            stats = m.vocab_stats_(buf, targets[lo:hi], topk=topk, probs_2_C_V=pbuf)
+            stats = _tile_stats(s_lm, t_lm, hidden_s[lo:hi], hidden_t[lo:hi], targets[lo:hi], vocab_size, vc,
+                                topk, temperature, buffers if hi - lo == chunk else None)
             for k in VOCAB_COLUMNS:
                 cols[k].append(stats[k].cpu())
         flat = {k: torch.cat(v).numpy() for k, v in cols.items()}

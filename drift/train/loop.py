@@ -90,16 +90,7 @@ class _Model:
         self.vocab = vocab
 
     def logits(self, hidden_C_D: Tensor) -> Tensor:
-        lm = self.lm
-        bias = lm.head.bias[: self.vocab] if getattr(lm.head, "bias", None) is not None else None
-        x = torch.nn.functional.linear(hidden_C_D, lm.head.weight[: self.vocab], bias)
-        if lm.scale is not None:
-            x = x * lm.scale
-        if lm.divide is not None:
-            x = x / lm.divide
-        if lm.softcap is not None:
-            x = torch.tanh(x / lm.softcap) * lm.softcap
-        return x
+        return self.lm.logits(hidden_C_D, 0, self.vocab)
 
     def response_hidden(self, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]]) -> Tensor:
         """Final hidden states at the positions predicting each response token, concatenated: (N, D)."""

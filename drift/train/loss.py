@@ -44,7 +44,8 @@ def sampled_stats(student_logprob_B_L: Tensor, teacher_logprob_B_L: Tensor, weig
                   mask_B_L: Tensor) -> dict[str, float]:
     """Token means over valid tokens of A, |A|, k1, k3 and the weights (min/max too); N = ``rollout/tokens``.
 
-    Keys are the logged metric names: ``adv/mean``, ``adv/abs_mean``, ``kl/k1_mean``, ``kl/k3_mean``,
+    Keys are the logged metric names: ``adv/mean``, ``adv/abs_mean``, ``kl/k1_mean``, ``kl/k3_mean`` (with its
+    token quartiles ``kl/k3_q25``, ``kl/k3_median``, ``kl/k3_q75``),
     ``weight/mean``, ``weight/min``, ``weight/max``, ``rollout/tokens``. Means are NaN when no token is valid.
     """
     with torch.no_grad():
@@ -53,15 +54,21 @@ def sampled_stats(student_logprob_B_L: Tensor, teacher_logprob_B_L: Tensor, weig
         n = int(valid.sum())
         if n == 0:
             nan = float("nan")
-            return {"adv/mean": nan, "adv/abs_mean": nan, "kl/k1_mean": nan, "kl/k3_mean": nan,
+            return {"adv/mean": nan, "adv/abs_mean": nan, "kl/k1_mean": nan, "kl/k3_mean": nan, "kl/k3_q25": nan,
+                    "kl/k3_median": nan, "kl/k3_q75": nan,
                     "weight/mean": nan, "weight/min": nan, "weight/max": nan, "rollout/tokens": 0.0}
         a = m.advantage(s, t, valid)[valid]
         w = weights_B_L.detach().float()[valid]
+        k3 = m.k3(s, t, valid)[valid]
+        q25, q50, q75 = (float(v) for v in torch.quantile(k3, torch.tensor([0.25, 0.5, 0.75])))
         return {
             "adv/mean": float(a.mean()),
             "adv/abs_mean": float(a.abs().mean()),
             "kl/k1_mean": float(m.k1(s, t, valid)[valid].mean()),
-            "kl/k3_mean": float(m.k3(s, t, valid)[valid].mean()),
+            "kl/k3_mean": float(k3.mean()),
+            "kl/k3_q25": q25,
+            "kl/k3_median": q50,
+            "kl/k3_q75": q75,
             "weight/mean": float(w.mean()),
             "weight/min": float(w.min()),
             "weight/max": float(w.max()),

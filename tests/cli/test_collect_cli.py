@@ -23,7 +23,7 @@ def toy(tmp_path_factory):
 def test_toy_preset_writes_oracle_columns_and_summary(toy, capsys):
     m = toy.manifest
     assert m["status"] == "complete" and m["n_rollouts"] == 48 and len(m["parts"]) == 3
-    assert m["self_check"]["self_max_kl"] == 0.0
+    assert m["self_check"]["self_max_kl"] < 1e-5
     tokens, rollouts = toy.to_pandas("tokens"), toy.to_pandas("rollouts")
     assert {"oracle_token", "oracle_teacher_correct", "oracle_prefix_ok"} <= set(tokens.columns)
     # oracle columns against the world's own definition, recomputed here

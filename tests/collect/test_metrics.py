@@ -98,3 +98,31 @@ def test_vocab_stats_identical_models_give_zero_kl(rng: np.random.Generator) -> 
 def test_vocab_stats_rejects_mismatched_widths() -> None:
     with pytest.raises(ValueError, match="shared vocabulary"):
         m.vocab_stats(torch.zeros(2, 5), torch.zeros(2, 6), torch.zeros(2, dtype=torch.long))
+
+
+@pytest.mark.parametrize(("vocab", "vocab_chunk", "k"), [(50, 13, 5), (50, 1, 3), (5000, 4096, 16), (8192, 2048, 16),
+                                                         (8192, 2048, 4)])
+def test_tiled_vocab_stats_match_float64_reference(rng: np.random.Generator, vocab: int, vocab_chunk: int,
+                                                   k: int) -> None:
+    """The online-softmax tiles (and the block top-k on wide tiles) reproduce the one-shot computation."""
+    s = torch.as_tensor(rng.normal(0, 3, (9, vocab)), dtype=torch.float32)
+    t = torch.as_tensor(rng.normal(0, 3, (9, vocab)), dtype=torch.float32)
+    y = torch.as_tensor(rng.integers(0, vocab, 9))
+    t[0] = 0.0  # a uniform teacher row: every id ties
+
+    def fs(v0: int, v1: int, out: torch.Tensor) -> torch.Tensor:
+        return out.copy_(s[:, v0:v1])
+
+    def ft(v0: int, v1: int, out: torch.Tensor) -> torch.Tensor:
+        return out.copy_(t[:, v0:v1])
+
+    got = m.vocab_stats_tiled(fs, ft, s.gather(1, y[:, None])[:, 0], t.gather(1, y[:, None])[:, 0], y, vocab,
+                              vocab_chunk=vocab_chunk, topk=k)
+    ref = m.vocab_stats(s.double(), t.double(), y, topk=k)
+    for key in ("student_logprob", "teacher_logprob", "student_entropy", "teacher_entropy", "kl_reverse",
+                "kl_forward"):
+        np.testing.assert_allclose(got[key].double().numpy(), ref[key].numpy(), atol=1e-5, err_msg=key)
+    np.testing.assert_array_equal(got["teacher_rank"].numpy(), ref["teacher_rank"].numpy())
+    np.testing.assert_array_equal(got["student_argmax"].numpy(), ref["student_argmax"].numpy())
+    np.testing.assert_array_equal(got["teacher_argmax"][1:].numpy(), ref["teacher_argmax"][1:].numpy())  # row 0 ties
+    np.testing.assert_allclose(got["topk_overlap"][1:].numpy(), ref["topk_overlap"][1:].numpy())

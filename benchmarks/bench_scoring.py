@@ -34,18 +34,11 @@ VARIANTS = ("forward", "bodies", "drift", "naive")
 PROMPT = 16
 
 
-def _rss_now_kb() -> int:
+def _status_kb(field: str) -> int:
+    """A memory field of /proc/self/status in kB (VmRSS: now, VmHWM: peak since the last reset)."""
     with open("/proc/self/status") as fh:
         for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
-def _hwm_kb() -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
     return 0
 
@@ -112,14 +105,14 @@ def worker(variant: str, length: int, device: str, dtype: str, repeats: int, chu
             torch.cuda.reset_peak_memory_stats()
             base = torch.cuda.memory_allocated()
         else:
-            base = _rss_now_kb() * 1024
+            base = _status_kb("VmRSS") * 1024
             _reset_hwm()
         t0 = time.perf_counter()
         out = run()
         if cuda:
             torch.cuda.synchronize()
         best = min(best, time.perf_counter() - t0)
-        used = (torch.cuda.max_memory_allocated() - base) if cuda else (_hwm_kb() * 1024 - base)
+        used = (torch.cuda.max_memory_allocated() - base) if cuda else (_status_kb("VmHWM") * 1024 - base)
         peak = max(peak, used / 2**20)
         del out
     return {"variant": variant, "T": length, "seconds": best, "peak_mb": peak, "device": str(dev),

@@ -16,13 +16,12 @@ Accepted inputs:
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from drift.collect.prompts import PromptRecord, parse_prompt_value, render_prompt
+from drift.collect.prompts import PromptRecord, iter_jsonl, parse_prompt_value, raise_input_problems, render_prompt
 from drift.errors import InputFormatError
 
 __all__ = ["read_rollouts"]
@@ -49,28 +48,18 @@ def read_rollouts(path: str | os.PathLike[str], tokenizer: Any, *, chat: str = "
     problems: list[str] = []
     per_prompt: dict[str, int] = {}
     stops = set(int(s) for s in stop_ids)
-    with open(p, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                problems.append(f"line {lineno}: not valid JSON ({exc.msg})")
-                continue
-            row = _row_from_obj(obj, lineno, tokenizer, chat, problems)
-            if row is None:
-                continue
-            pid = row["prompt_id"]
-            if "sample_id" not in obj:
-                row["sample_id"] = per_prompt.get(pid, 0)
-            per_prompt[pid] = per_prompt.get(pid, 0) + 1
-            resp = row["response_ids"]
-            row.setdefault("finished", bool(resp) and resp[-1] in stops)
-            rows.append(row)
-    if problems:
-        shown = problems[:20] + ([f"... and {len(problems) - 20} more"] if len(problems) > 20 else [])
-        raise InputFormatError(f"{p}: {len(problems)} problem(s):\n  - " + "\n  - ".join(shown))
+    for lineno, obj in iter_jsonl(p, problems):
+        row = _row_from_obj(obj, lineno, tokenizer, chat, problems)
+        if row is None:
+            continue
+        pid = row["prompt_id"]
+        if "sample_id" not in obj:
+            row["sample_id"] = per_prompt.get(pid, 0)
+        per_prompt[pid] = per_prompt.get(pid, 0) + 1
+        resp = row["response_ids"]
+        row.setdefault("finished", bool(resp) and resp[-1] in stops)
+        rows.append(row)
+    raise_input_problems(p, problems)
     if not rows:
         raise InputFormatError(f"{p} holds no rollouts")
     keys = [(r["prompt_id"], r["sample_id"]) for r in rows]
@@ -87,9 +76,6 @@ def _ids(value: Any, where: str, problems: list[str]) -> list[int] | None:
 
 
 def _row_from_obj(obj: Any, lineno: int, tokenizer: Any, chat: str, problems: list[str]) -> dict[str, Any] | None:
-    if not isinstance(obj, dict):
-        problems.append(f"line {lineno}: expected a JSON object")
-        return None
     pid = str(obj.get("prompt_id", obj.get("id", lineno - 1)))
     base: dict[str, Any] = {"prompt_id": pid, "answer": obj.get("answer"), "reward": obj.get("reward"),
                             "truncated": bool(obj.get("truncated", False))}

@@ -19,14 +19,23 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from drift.errors import InputFormatError
 
-__all__ = ["ChatMode", "PromptRecord", "parse_prompt_value", "read_prompts", "render_prompt", "teacher_view"]
+__all__ = [
+    "ChatMode",
+    "PromptRecord",
+    "iter_jsonl",
+    "parse_prompt_value",
+    "raise_input_problems",
+    "read_prompts",
+    "render_prompt",
+    "teacher_view",
+]
 
 Message = dict[str, str]
 PromptValue = str | tuple[Message, ...]
@@ -61,18 +70,9 @@ def parse_prompt_value(value: Any, where: str, problems: list[str]) -> PromptVal
     return None
 
 
-def read_prompts(path: str | os.PathLike[str], *, limit: int | None = None) -> list[PromptRecord]:
-    """Read a JSON Lines prompt file; every malformed line is reported at once.
-
-    Raises:
-        InputFormatError: naming the file, each bad line number and what is wrong with it.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise InputFormatError(f"prompt file {path} does not exist")
-    records: list[PromptRecord] = []
-    problems: list[str] = []
-    seen: dict[str, int] = {}
+def iter_jsonl(path: str | os.PathLike[str], problems: list[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-empty line of a JSON Lines file that holds a JSON object; lines that do
+    not are recorded in ``problems`` (so a caller can report every bad line at once) and skipped."""
     with open(path, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, start=1):
             if not line.strip():
@@ -85,29 +85,50 @@ def read_prompts(path: str | os.PathLike[str], *, limit: int | None = None) -> l
             if not isinstance(obj, dict):
                 problems.append(f"line {lineno}: expected a JSON object, got {type(obj).__name__}")
                 continue
-            if "prompt" not in obj:
-                problems.append(f"line {lineno}: missing required key 'prompt' (keys: {sorted(obj)})")
-                continue
-            prompt = parse_prompt_value(obj["prompt"], f"line {lineno} 'prompt'", problems)
-            teacher = (parse_prompt_value(obj["teacher_prompt"], f"line {lineno} 'teacher_prompt'", problems)
-                       if obj.get("teacher_prompt") is not None else None)
-            rid = str(obj.get("id", len(records)))
-            if rid in seen:
-                problems.append(f"line {lineno}: duplicate id {rid!r} (first on line {seen[rid]})")
-            seen[rid] = lineno
-            answer = obj.get("answer")
-            known = {"id", "prompt", "answer", "teacher_prompt", "task"}
-            if prompt is not None:
-                records.append(PromptRecord(
-                    id=rid, prompt=prompt, answer=None if answer is None else str(answer),
-                    teacher_prompt=teacher, task=obj.get("task"),
-                    extra={k: v for k, v in obj.items() if k not in known},
-                ))
-            if limit is not None and len(records) >= limit:
-                break
+            yield lineno, obj
+
+
+def raise_input_problems(path: str | os.PathLike[str], problems: list[str]) -> None:
+    """Raise one :class:`InputFormatError` naming the file and (up to 20 of) its problems, if there are any."""
     if problems:
         shown = problems[:20] + ([f"... and {len(problems) - 20} more"] if len(problems) > 20 else [])
         raise InputFormatError(f"{path}: {len(problems)} problem(s):\n  - " + "\n  - ".join(shown))
+
+
+def read_prompts(path: str | os.PathLike[str], *, limit: int | None = None) -> list[PromptRecord]:
+    """Read a JSON Lines prompt file; every malformed line is reported at once.
+
+    Raises:
+        InputFormatError: naming the file, each bad line number and what is wrong with it.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputFormatError(f"prompt file {path} does not exist")
+    records: list[PromptRecord] = []
+    problems: list[str] = []
+    seen: dict[str, int] = {}
+    for lineno, obj in iter_jsonl(path, problems):
+        if "prompt" not in obj:
+            problems.append(f"line {lineno}: missing required key 'prompt' (keys: {sorted(obj)})")
+            continue
+        prompt = parse_prompt_value(obj["prompt"], f"line {lineno} 'prompt'", problems)
+        teacher = (parse_prompt_value(obj["teacher_prompt"], f"line {lineno} 'teacher_prompt'", problems)
+                   if obj.get("teacher_prompt") is not None else None)
+        rid = str(obj.get("id", len(records)))
+        if rid in seen:
+            problems.append(f"line {lineno}: duplicate id {rid!r} (first on line {seen[rid]})")
+        seen[rid] = lineno
+        answer = obj.get("answer")
+        known = {"id", "prompt", "answer", "teacher_prompt", "task"}
+        if prompt is not None:
+            records.append(PromptRecord(
+                id=rid, prompt=prompt, answer=None if answer is None else str(answer),
+                teacher_prompt=teacher, task=obj.get("task"),
+                extra={k: v for k, v in obj.items() if k not in known},
+            ))
+        if limit is not None and len(records) >= limit:
+            break
+    raise_input_problems(path, problems)
     if not records:
         raise InputFormatError(f"{path} holds no prompts")
     return records

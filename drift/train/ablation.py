@@ -248,20 +248,8 @@ def summarize(metrics: pd.DataFrame, cfg: AblationConfig) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def _paired(runs: pd.DataFrame, loss: str, a: str, b: str, col: str) -> dict[str, float]:
-    """Mean paired difference a - b over seeds with a 95% t interval (NaN with one seed)."""
-    x = runs[(runs["loss"] == loss) & (runs["schedule"] == a)].set_index("seed")[col]
-    y = runs[(runs["loss"] == loss) & (runs["schedule"] == b)].set_index("seed")[col]
-    d = (x - y).dropna()
-    n = len(d)
-    mean = float(d.mean()) if n else math.nan
-    if n < 2:
-        return {"diff": mean, "ci_low": math.nan, "ci_high": math.nan, "n": n}
-    half = float(sstats.t.ppf(0.975, n - 1) * d.std(ddof=1) / math.sqrt(n))
-    return {"diff": mean, "ci_low": mean - half, "ci_high": mean + half, "n": n}
-
-
 def _mean_ci(values: pd.Series) -> dict[str, float]:
+    """Mean with a 95% t interval (NaN interval with fewer than two values)."""
     v = values.dropna()
     n = len(v)
     mean = float(v.mean()) if n else math.nan
@@ -269,6 +257,13 @@ def _mean_ci(values: pd.Series) -> dict[str, float]:
         return {"diff": mean, "ci_low": math.nan, "ci_high": math.nan, "n": n}
     half = float(sstats.t.ppf(0.975, n - 1) * v.std(ddof=1) / math.sqrt(n))
     return {"diff": mean, "ci_low": mean - half, "ci_high": mean + half, "n": n}
+
+
+def _paired(runs: pd.DataFrame, loss: str, a: str, b: str, col: str) -> dict[str, float]:
+    """Mean paired difference a - b over seeds with a 95% t interval (NaN with one seed)."""
+    x = runs[(runs["loss"] == loss) & (runs["schedule"] == a)].set_index("seed")[col]
+    y = runs[(runs["loss"] == loss) & (runs["schedule"] == b)].set_index("seed")[col]
+    return _mean_ci(x - y)
 
 
 def claims(metrics: pd.DataFrame, cfg: AblationConfig, profiles: pd.DataFrame | None = None) -> pd.DataFrame:

@@ -12,7 +12,7 @@ from drift.schedules.recommend import RecommendConfig, recommend, recommend_from
 from drift.synthetic import synthetic_tokens, write_synthetic_dataset
 
 
-def _oracle_dataset(path, quality: dict, seed: int = 0):  # noqa: ANN001
+def _oracle_dataset(path, quality: dict, seed: int = 0):
     """A synthetic dataset whose oracle label is Bernoulli(quality curve(t/T))."""
     df = synthetic_tokens(quality["family"], quality["params"], n_rollouts=160, length_range=(20, 60),
                           rollout_sd=0.0, token_sd=0.0, seed=seed, metric="q")

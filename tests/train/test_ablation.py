@@ -53,9 +53,21 @@ def test_paired_claims_and_verdicts():
     half = 4.302652729911275 * d.std(ddof=1) / np.sqrt(3)  # t(0.975, 2)
     assert iw["value"] == pytest.approx(d.mean()) and iw["ci_low"] == pytest.approx(d.mean() - half)
     assert iw["verdict"] == "holds"
+    assert table.loc["IW-OPD ends at least as well", "verdict"] == "holds"
     s = summarize(m, CFG).set_index("schedule")
     assert s.loc["uniform", "reached_target"] == "3/3"
     assert s.loc["uniform", "final_accuracy_mean"] == pytest.approx(np.mean([0.7, 0.6, 0.7]))
+
+
+def test_inconclusive_and_contradicted_verdicts():
+    m = _metrics({
+        "uniform": [[0.1, 0.5, 0.7], [0.1, 0.4, 0.6], [0.2, 0.5, 0.7]],
+        "suffix30": [[0.1, 0.6, 0.8], [0.1, 0.5, 0.7], [0.2, 0.6, 0.8]],  # higher, not lower: contradicted
+        "iw_opd": [[0.1, 0.6, 0.7], [0.1, 0.3, 0.6], [0.2, 0.5, 0.7]],  # +0.1, -0.1, 0: straddles 0
+    })
+    table = claims(m, CFG).set_index("claim")
+    assert table.loc["suffix-30 clearly lower", "verdict"] == "contradicted"
+    assert table.loc["IW-OPD faster early", "verdict"] == "inconclusive"
 
 
 def test_one_seed_gives_no_verdict():

@@ -46,14 +46,20 @@ def plot_bins(df: pd.DataFrame, metric: str, *, ax: Any = None, hue: Literal["st
             d = _pick(d, column, value)
     if d.empty:
         raise ValueError(f"no rows for step={step} stratum={stratum!r} group={group!r}")
-    keys = list(dict.fromkeys(d[hue].tolist())) if hue else [None]
-    for key in keys:
-        part = d if key is None else (d[d[hue].isna()] if key is pd.NA or key is None else d[d[hue] == key])
+    # pooled rows carry a missing step (NA) or the label "all"; both are drawn dashed and labelled "all"
+    keys = ["all" if pd.isna(k) else k for k in dict.fromkeys(d[hue].tolist())] if hue else [None]
+    for key in dict.fromkeys(keys):
+        if key is None:
+            part = d
+        elif key == "all":
+            part = d[d[hue].isna() | (d[hue].astype(str) == "all")]
+        else:
+            part = d[d[hue] == key]
         part = part.sort_values("bin")
         xs = ((part["bin_left"] + part["bin_right"]) / 2 if x == "centre" else part["x"]).to_numpy(float)
         kws = dict(line_kws)
         if key is not None:
-            kws.setdefault("label", f"{hue}={'all' if key is pd.NA else key}")
+            kws.setdefault("label", f"{hue}={key}")
             if key == "all":
                 kws.setdefault("ls", "--")
         (line,) = ax.plot(xs, part["mean"].to_numpy(float), marker="o", ms=3, **kws)

@@ -1,5 +1,5 @@
 # drift: the two commands of the README do all set-up on a fresh machine.
-#   make demo   install, then run the main job on the embedded default (the oracle world)
+#   make demo   install, then run the whole pipeline on the embedded default (the oracle world) -> a drift report
 #   make test   install, then run the default test suite
 # GPU users: install the torch build for your CUDA first, e.g.
 #   make install TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu128"
@@ -15,7 +15,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-slow lint bench world clean-venv
+.PHONY: install demo demo-real test test-slow lint bench world ablation clean-venv
 
 install: $(STAMP)
 
@@ -29,7 +29,10 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 demo: install
-	$(DRIFT) collect --preset toy --out runs/toy --if-exists overwrite
+	$(PY) -m scripts.demo --out runs/demo
+
+demo-real: install
+	$(PY) -m scripts.demo_real --out runs/real --if-exists overwrite
 
 test: install
 	$(PY) -m pytest -q
@@ -42,6 +45,9 @@ lint: install
 
 bench: install
 	$(PY) -m benchmarks.bench_scoring
+
+ablation: install
+	$(PY) -m scripts.reproduce_ablation --out runs/ablation --if-exists overwrite
 
 world: install
 	$(PY) -m scripts.make_oracle_world --out data/oracle

@@ -160,6 +160,8 @@ def _to_tensor(x: Any, name: str, device: torch.device | None) -> torch.Tensor:
         raise ScheduleError(f"{name} must be a (batch, length) array or tensor: {exc}") from exc
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
         raise ScheduleError(f"{name} must be a numeric (batch, length) array, got dtype {arr.dtype}")
+    if not arr.flags.writeable:  # e.g. arrays pandas hands out; torch.from_numpy warns on read-only memory
+        arr = arr.copy()
     return torch.from_numpy(np.ascontiguousarray(arr)).to(device if device is not None else "cpu")
 
 

@@ -130,6 +130,11 @@ def _blend(family: str, params: dict[str, float], gamma: float, peak: float, sou
                   source=source)
 
 
+def _num(v: Any) -> str:
+    """A number for the rationale; n/a when a fit could not give it (e.g. an unidentified interval)."""
+    return f"{v:.4g}" if isinstance(v, (int, float)) and math.isfinite(v) else "n/a"
+
+
 def _fmt_ci(d: dict[str, Any], key: str = "auroc") -> str:
     return f"{d[key]:.3f} [{d['ci_low']:.3f}, {d['ci_high']:.3f}]"
 
@@ -244,7 +249,7 @@ def recommend(dataset: str | os.PathLike[str], config: RecommendConfig | None = 
     fit = selection.best.to_dict() if selection.converged else None
     half = found["half_point"]
     if fit is not None:
-        params = ", ".join(f"{k} = {v:.4g} [{fit['ci_low'][k]:.4g}, {fit['ci_high'][k]:.4g}]"
+        params = ", ".join(f"{k} = {_num(v)} [{_num(fit['ci_low'].get(k))}, {_num(fit['ci_high'].get(k))}]"
                            for k, v in fit["params"].items())
         lines.append(f"best curve by AIC: {fit['model']} ({params}); quality is halfway between its start and "
                      f"end values at {half:.3f}" if math.isfinite(half) else

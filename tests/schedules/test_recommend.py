@@ -90,3 +90,22 @@ def test_cli_recommend_on_the_oracle_world_with_a_probe(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "evidence: probe" in text and "teacher continuation accuracy" in text and "decision:" in text
     assert "verl:" in text and (tmp_path / "rec.recommendation.json").exists()
+
+
+def test_rationale_survives_a_fit_without_intervals():
+    from drift.schedules.recommend import _num
+
+    assert _num(None) == "n/a" and _num(float("nan")) == "n/a" and _num(0.5) == "0.5"
+
+
+def test_weights_accept_read_only_arrays():
+    import warnings
+
+    from drift.schedules import load
+
+    adv = np.full((2, 5), -1.0)
+    adv.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        w = load({"kind": "linear", "gamma": 0.5}).weights(adv)
+    assert w.shape == (2, 5)

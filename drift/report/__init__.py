@@ -1,0 +1,44 @@
+"""drift.report: everything drift measured about one dataset, on one self-contained HTML page.
+
+A report answers, in order: what was measured (models, prompts, sampling, sizes); how the main per-token metrics
+change with position in the response, by relative and absolute position, split by response length (length
+confounds position: late positions exist only in long rollouts); whether each metric rises, falls or stays flat
+(a Spearman test with a rollout-bootstrap interval, never assumed); which curve family describes it (five families
+compared by AIC); how the prefix log-likelihoods and the cumulative gap evolve along sample rollouts; how well the
+teacher continues from student prefixes (when a ``drift probe`` exists); how drift changes over training (when
+several ``step`` values or a ``drift train`` run exist); and which token-weight schedule the evidence supports, with
+its rationale and its export to verl, TRL and tinker.
+
+From Python::
+
+    from drift.report import ReportConfig, build_report
+
+    result = build_report("runs/toy", ReportConfig(dataset="runs/toy", out="runs/toy/report.html", n_boot=200))
+    print(result.summary())          # findings, missing sections, written files
+
+From the shell: ``drift report runs/toy --out runs/toy/report.html``. The figures come from :mod:`drift.plots`
+(functions that take and return a matplotlib axes); this package only computes what they draw, composes them and
+renders the Jinja2 templates in ``drift/report/templates``.
+
+Modules: :mod:`~drift.report.build` (config, inputs, orchestration), :mod:`~drift.report.sections` (sections from
+the token rows), :mod:`~drift.report.stages` (probe, training, schedule), :mod:`~drift.report.render` (blocks,
+figure files, templates).
+"""
+
+from drift.report.build import DEFAULT_METRICS, SECTION_IDS, ReportConfig, ReportResult, build_report, report_paths
+from drift.report.render import CodeBlock, FigureBlock, FigureStore, Section, TableBlock, TextBlock
+
+__all__ = [
+    "DEFAULT_METRICS",
+    "SECTION_IDS",
+    "CodeBlock",
+    "FigureBlock",
+    "FigureStore",
+    "ReportConfig",
+    "ReportResult",
+    "Section",
+    "TableBlock",
+    "TextBlock",
+    "build_report",
+    "report_paths",
+]

@@ -1,0 +1,247 @@
+"""``drift report``: one self-contained HTML page (plus Markdown and figure files) about a drift dataset.
+
+:class:`ReportConfig` is the stage's frozen config (CLI flags map 1:1 onto it); :func:`build_report` gathers the
+sections, renders the templates and writes::
+
+    FILE.html          the report: figures embedded as data: URIs, inline CSS, no network, no server
+    FILE.md            a Markdown summary (findings, tables, links to the figure files)
+    FILE_files/        every figure as PNG and SVG, and the recommended schedule.json
+
+Inputs are found next to the dataset, so ``drift report runs/x`` after the pipeline needs no flags:
+``runs/x/fit`` (``drift fit``: fits and direction tests are read from its fits.json; without it they are computed
+here), ``runs/x/probe`` (``drift probe``), ``runs/x/schedule.json`` (``drift schedule recommend --out``; without it a
+schedule is recommended here). ``--train RUNDIR`` adds a training run's ``drift/step-*`` datasets; a dataset with
+several ``step`` values gets the training section on its own. DATASET may also be a training run folder: its last
+``drift/step-*`` dataset is reported and the run supplies the training section.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from drift.config import Checks, config_to_dict, opt
+from drift.errors import DatasetError
+from drift.report.render import FigureStore, Section, render
+from drift.report.sections import (
+    Context,
+    directions_section,
+    fits_section,
+    metadata_section,
+    positions_section,
+    prepare,
+    trajectories_section,
+)
+from drift.report.stages import probe_section, schedule_section, train_steps, training_section
+from drift.store import open_dataset
+
+__all__ = ["DEFAULT_METRICS", "SECTION_IDS", "ReportConfig", "ReportResult", "build_report", "report_paths"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_METRICS: tuple[str, ...] = ("kl_reverse", "k3", "cum_abs_gap_frac", "teacher_top1")
+"""Metrics drawn when --metrics is not given (plus ``oracle_teacher_correct`` on oracle-world data)."""
+_TITLES = {"metadata": "Run metadata", "positions": "Metrics by position", "directions": "Direction tests",
+           "fits": "Fitted curves and model selection", "trajectories": "Trajectories of sample rollouts",
+           "probe": "Continuation probe", "training": "Drift over training", "schedule": "Recommended schedule"}
+SECTION_IDS: tuple[str, ...] = tuple(_TITLES)
+"""Every report has these sections, in this order (one without its inputs says how to get them)."""
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """Configuration of ``drift report``: what to read, what to compute, where to write."""
+
+    dataset: str = opt("", "drift dataset folder (or a drift train run folder)", cli=False)
+    out: str = opt("", "the HTML file to write (default: DATASET/report.html); FILE.md and FILE_files/ go beside it")
+    probe: str | None = opt(None, "continuation-probe folder (default: DATASET/probe when it exists)")
+    fit: str | None = opt(None, "`drift fit` output folder whose fits.json to show (default: DATASET/fit when it "
+                                "exists; otherwise fits are computed)")
+    train: str | None = opt(None, "a `drift train` run folder: its drift/step-* datasets give the training section")
+    schedule: str | None = opt(None, "a schedule JSON to show (default: DATASET/schedule.json when it exists; "
+                                     "otherwise one is recommended now)")
+    metrics: tuple[str, ...] = opt((), "token columns to draw, comma separated (default: "
+                                   f"{','.join(DEFAULT_METRICS)}, plus oracle_teacher_correct when present)")
+    bins: int = opt(20, "position bins (relative and absolute)")
+    strata: str = opt("quantiles:3", "response-length strata: 'quantiles:k' or cut points '256,512'; '' for none")
+    n_boot: int = opt(1000, "rollout-bootstrap resamples for intervals, fits and direction tests")
+    seed: int = opt(0, "bootstrap seed (same seed, same report)")
+    sample_rollouts: int = opt(4, "rollouts drawn in the trajectory figures")
+    gamma: float = opt(0.5, "bonus strength of a schedule recommended here (weights in [1, 1 + gamma])")
+    title: str = opt("", "report title (default: 'drift report: DATASET')")
+    svg: bool = opt(True, "also write every figure as SVG")
+    dpi: int = opt(110, "PNG resolution")
+    strict: bool = opt(False, "stop at the first section that fails (default: report the error in that section)")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.metrics, str):
+            object.__setattr__(self, "metrics", tuple(m.strip() for m in self.metrics.split(",") if m.strip()))
+        object.__setattr__(self, "metrics", tuple(self.metrics))
+        c = Checks("ReportConfig")
+        c.check(bool(self.dataset), "dataset is required: a folder written by `drift collect` / `drift score`")
+        c.check(not self.out or self.out.endswith((".html", ".htm")), f"--out must end in .html, got {self.out!r}")
+        c.in_range("bins", self.bins, 2, 200)
+        c.check(self.n_boot >= 0, f"n_boot must be >= 0, got {self.n_boot}")
+        c.in_range("sample_rollouts", self.sample_rollouts, 1, 16)
+        c.positive("gamma", self.gamma)
+        c.in_range("dpi", self.dpi, 50, 300)
+        for name in ("probe", "fit", "train", "schedule"):
+            path = getattr(self, name)
+            c.check(path is None or Path(path).exists(), f"--{name} {path} does not exist")
+        c.raise_if_any()
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    """What :func:`build_report` wrote and found.
+
+    Attributes:
+        html, markdown, figures_dir: the written files; figures: every figure file (PNG and SVG).
+        sections: each section (``present``: it had its inputs; ``missing``: what to run; ``error``: why it failed).
+        findings: the one-line results shown at the top. wall_s: seconds it took.
+    """
+
+    html: Path
+    markdown: Path
+    figures_dir: Path
+    figures: tuple[Path, ...]
+    sections: tuple[Section, ...] = field(repr=False)
+    findings: tuple[str, ...]
+    wall_s: float
+
+    @property
+    def errors(self) -> dict[str, str]:
+        """Sections that failed, with their messages."""
+        return {s.id: s.error for s in self.sections if s.error}
+
+    def summary(self) -> str:
+        """Findings, then the sections that are missing or failed, then the written files."""
+        lines = ["findings:", *(f"  - {f}" for f in self.findings)]
+        for s in self.sections:
+            if s.error:
+                lines.append(f"section {s.id} FAILED: {s.error}")
+            elif s.missing:
+                lines.append(f"section {s.id}: {s.missing}")
+        lines.append(f"wrote {self.html} ({self.html.stat().st_size / 1e6:.1f} MB), {self.markdown} and "
+                     f"{len(self.figures)} figure files in {self.figures_dir} ({self.wall_s:.1f} s)")
+        return "\n".join(lines)
+
+
+def report_paths(dataset: str | os.PathLike[str], out: str = "") -> tuple[Path, Path, Path]:
+    """(html, markdown, figures folder) for a report of ``dataset`` written to ``out``."""
+    html = Path(out) if out else Path(dataset) / "report.html"
+    return html, html.with_suffix(".md"), html.with_name(f"{html.stem}_files")
+
+
+def _resolve(cfg: ReportConfig) -> tuple[Path, Path | None]:
+    """(dataset folder, training run folder or None); a run folder as DATASET reports its last step."""
+    root = Path(cfg.dataset)
+    if not (root / "tokens").is_dir() and not (root / "manifest.json").exists() and train_steps(root):
+        return train_steps(root)[-1], Path(cfg.train) if cfg.train else root
+    return root, Path(cfg.train) if cfg.train else None
+
+
+def _default(given: str | None, candidate: Path, marker: str) -> Path | None:
+    if given:
+        return Path(given)
+    return candidate if (candidate / marker).exists() else None
+
+
+def _run(sec_id: str, fn: Any, strict: bool) -> Any:
+    """Build one section; on failure (unless strict) return a section that shows the error."""
+    t0 = time.perf_counter()
+    try:
+        out = fn()
+    except Exception as exc:
+        if strict:
+            raise
+        log.warning("report section %s failed: %s", sec_id, exc, exc_info=log.isEnabledFor(logging.DEBUG))
+        return Section(sec_id, _TITLES.get(sec_id, sec_id), error=f"{type(exc).__name__}: {exc}")
+    log.info("report: %s (%.1f s)", sec_id, time.perf_counter() - t0)
+    return out
+
+
+def build_report(dataset: str | os.PathLike[str], config: ReportConfig | None = None) -> ReportResult:
+    """Compute every section for ``dataset`` and write the HTML report, its Markdown summary and its figures.
+
+    Args:
+        dataset: the drift dataset folder (or a training run folder, see the module docstring).
+        config: the :class:`ReportConfig` (default: all defaults for ``dataset``).
+    """
+    import matplotlib
+
+    t0 = time.perf_counter()
+    cfg = config or ReportConfig(dataset=str(dataset))
+    if config is not None and Path(cfg.dataset) != Path(dataset):
+        cfg = ReportConfig(**{**config_to_dict(cfg), "dataset": str(dataset)})
+    root, train_dir = _resolve(cfg)
+    ds = open_dataset(root)
+    names = {f.name for f in ds.dataset("tokens").schema}
+    metrics = cfg.metrics or tuple(m for m in (*DEFAULT_METRICS, "oracle_teacher_correct") if m in names)
+    unknown = [m for m in metrics if m not in names]
+    if unknown:
+        raise DatasetError(f"--metrics names columns {root} does not have: {', '.join(unknown)}")
+    html, md, files = report_paths(cfg.dataset, cfg.out)
+    files.mkdir(parents=True, exist_ok=True)
+    for old in files.glob("*"):  # figures of an earlier report; nothing else lives here
+        if old.suffix in (".png", ".svg", ".json") and old.is_file():
+            old.unlink()
+    ctx = Context(ds=ds, cfg=cfg, figures=FigureStore(files, svg=cfg.svg, dpi=cfg.dpi), metrics=metrics,
+                  fit_dir=_default(cfg.fit, root / "fit", "fits.json"),
+                  probe_dir=_default(cfg.probe, root / "probe", "continuations"), train_dir=train_dir,
+                  schedule_path=Path(cfg.schedule) if cfg.schedule else
+                  (root / "schedule.json" if (root / "schedule.json").exists() else None))
+    with matplotlib.rc_context({"font.size": 9, "axes.spines.top": False, "axes.spines.right": False,
+                                "svg.fonttype": "none", "svg.hashsalt": "drift"}):
+        sections: list[Section] = [_run("metadata", lambda: metadata_section(ctx), cfg.strict)]
+        prepared = _run("statistics", lambda: prepare(ctx) or True, cfg.strict)
+        for sid, fn in (("positions", positions_section), ("directions", directions_section),
+                        ("fits", fits_section)):
+            sections.append(_run(sid, lambda fn=fn: fn(ctx), cfg.strict) if prepared is True else
+                            Section(sid, _TITLES[sid], error=prepared.error))
+        sections.append(_run("trajectories", lambda: trajectories_section(ctx), cfg.strict))
+        probe = _run("probe", lambda: probe_section(ctx), cfg.strict)
+        probe_sec, analysis = probe if isinstance(probe, tuple) else (probe, None)
+        sections.append(probe_sec)
+        sections.append(_run("training", lambda: training_section(ctx), cfg.strict))
+        sections.append(_run("schedule", lambda: schedule_section(ctx, analysis), cfg.strict))
+    findings = tuple(f for s in sections for f in s.findings)
+    title = cfg.title or f"drift report: {root}"
+    context = {"title": title, "dataset": str(root), "sections": sections, "findings": findings,
+               "generated": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+               "version": _version(), "files_dir": files.name, "n_boot": cfg.n_boot, "seed": cfg.seed,
+               "command": _command(cfg)}
+    html.parent.mkdir(parents=True, exist_ok=True)
+    _write(html, render("report.html.j2", **context))
+    _write(md, render("report.md.j2", **context))
+    return ReportResult(html, md, files, tuple(ctx.figures.paths), tuple(sections), findings,
+                        time.perf_counter() - t0)
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _version() -> str:
+    from drift import __version__
+
+    return __version__
+
+
+def _command(cfg: ReportConfig) -> str:
+    """The ``drift report`` command line that repeats this report (non-default flags only)."""
+    defaults = ReportConfig(dataset=cfg.dataset)
+    parts = ["drift report", cfg.dataset]
+    for name, value in config_to_dict(cfg).items():
+        if name in ("dataset", "strict") or value == config_to_dict(defaults)[name]:
+            continue
+        flag = "--" + name.replace("_", "-")
+        parts.append(f"{flag} {','.join(map(str, value)) if isinstance(value, list) else value}")
+    return " ".join(parts)

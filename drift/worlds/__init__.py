@@ -13,13 +13,12 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import drift
-from drift.errors import DatasetError, InputFormatError
-from drift.worlds.translate_copy import WORLD_FILE, TranslateCopyWorld
+from drift.errors import InputFormatError
+from drift.worlds.translate_copy import WORLD_FILE, TranslateCopyWorld, read_world_file
 
 __all__ = ["DATA_DIR", "ORACLE_DIR", "WORLDS", "WORLD_FILE", "TranslateCopyWorld", "load_world"]
 
@@ -41,19 +40,8 @@ def load_world(path: str | os.PathLike[str]) -> TranslateCopyWorld:
         DatasetError: if there is no world description at ``path``.
         InputFormatError: if the file is not valid JSON or names an unknown world.
     """
-    source = Path(path)
-    if source.is_dir():
-        source = source / WORLD_FILE
-    if not source.is_file():
-        raise DatasetError(f"no world description at {source}; build the oracle world with `python -m "
-                           "scripts.make_oracle_world --out DIR`, or pass the folder holding world.json")
-    try:
-        data = json.loads(source.read_text())
-    except json.JSONDecodeError as exc:
-        raise InputFormatError(f"{source} is not valid JSON (line {exc.lineno}): {exc.msg}") from exc
-    if not isinstance(data, dict):
-        raise InputFormatError(f"{source} must hold a JSON object describing a world")
+    data = read_world_file(path)
     name = data.get("name")
     if name not in WORLDS:
-        raise InputFormatError(f"{source} names world {name!r}; known worlds: {sorted(WORLDS)}")
+        raise InputFormatError(f"{path} names world {name!r}; known worlds: {sorted(WORLDS)}")
     return WORLDS[name].from_dict(data)

@@ -40,7 +40,7 @@ from drift.errors import DatasetError, InputFormatError
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
 
-__all__ = ["SPECIAL_TOKENS", "WORLD_FILE", "TranslateCopyWorld"]
+__all__ = ["SPECIAL_TOKENS", "WORLD_FILE", "TranslateCopyWorld", "read_world_file"]
 
 WORLD_FILE = "world.json"
 """File name of a saved world inside its folder."""
@@ -55,6 +55,28 @@ SPECIAL_TOKENS: dict[str, str] = {
 """Special tokens of the world tokenizer, in vocabulary order (ids 0..4)."""
 
 IdsLike = Sequence[int] | np.ndarray
+
+
+def read_world_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The JSON object of a saved world (``path`` = a folder holding ``world.json``, or the file itself).
+
+    Raises:
+        DatasetError: if there is no world description at ``path``.
+        InputFormatError: if the file is not valid JSON or not a JSON object.
+    """
+    source = Path(path)
+    if source.is_dir():
+        source = source / WORLD_FILE
+    if not source.is_file():
+        raise DatasetError(f"no world description at {source}; build the oracle world with `python -m "
+                           "scripts.make_oracle_world --out DIR`, or pass the folder holding world.json")
+    try:
+        data = json.loads(source.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputFormatError(f"{source} is not valid JSON (line {exc.lineno}): {exc.msg}") from exc
+    if not isinstance(data, dict):
+        raise InputFormatError(f"{source} must hold a JSON object describing a world")
+    return data
 
 
 def _as_id_list(ids: Any) -> list[int]:
@@ -349,14 +371,4 @@ class TranslateCopyWorld:
             DatasetError: if the file does not exist.
             InputFormatError: if it is not valid JSON or does not describe this world.
         """
-        source = Path(path)
-        if source.is_dir():
-            source = source / WORLD_FILE
-        if not source.is_file():
-            raise DatasetError(f"no world description at {source}; create one with `python -m "
-                               "scripts.make_oracle_world --out DIR` or TranslateCopyWorld().save(DIR)")
-        try:
-            data = json.loads(source.read_text())
-        except json.JSONDecodeError as exc:
-            raise InputFormatError(f"{source} is not valid JSON (line {exc.lineno}): {exc.msg}") from exc
-        return cls.from_dict(data)
+        return cls.from_dict(read_world_file(path))

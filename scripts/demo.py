@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from drift.collect.config import CollectConfig
     from drift.collect.pipeline import collect_from_config
+    from drift.collect.summary import decile_table
     from drift.config import config_from_namespace
     from drift.presets import preset_values
     from drift.probe.config import ProbeConfig, parse_ratios
@@ -82,7 +83,10 @@ def main(argv: list[str] | None = None) -> int:
         progress=progress))
     ds, times["collect"] = _step(1, n, "collect: student samples, student and teacher score every token",
                                  lambda: collect_from_config(ccfg))
-    print(f"      {ds.manifest['n_rollouts']} rollouts, {ds.manifest['n_tokens']} tokens")
+    print(f"      {ds.manifest['n_rollouts']} rollouts, {ds.manifest['n_tokens']} tokens; main metrics by relative "
+          "position (token means):")
+    table = decile_table(ds).to_string(float_format=lambda v: f"{v:.3f}")
+    print("\n".join("      " + line for line in table.splitlines()))
 
     pcfg = config_from_namespace(ProbeConfig, argparse.Namespace(
         **threads), dataset=str(out), ratios=parse_ratios(args.ratios), continuations=args.continuations,

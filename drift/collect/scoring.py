@@ -26,7 +26,7 @@ from torch import Tensor
 from drift.collect import metrics as m
 from drift.errors import AlignmentError
 
-__all__ = ["LMHead", "ScoringItem", "derived_metrics", "pad_right", "score_items"]
+__all__ = ["LMHead", "ScoringItem", "derived_metrics", "gather_response_hidden", "pad_right", "score_items"]
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ def pad_right(rows: Sequence[Sequence[int]], pad_id: int, device: torch.device) 
     return ids.to(device), mask.to(device)
 
 
-def _gather_response_hidden(lm: LMHead, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]],
+def gather_response_hidden(lm: LMHead, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]],
                             offset: int = 0) -> Tensor:
     """Run ``lm``'s body on prompt+response rows; return the hidden states predicting each response token (N, D).
 
@@ -255,8 +255,8 @@ def score_items(student: Any, teacher: Any, items: Sequence[ScoringItem], *, chu
         if too_big >= vocab_size:
             raise AlignmentError(f"response token id {too_big} is outside the scored vocabulary [0, {vocab_size}); "
                                  "the rollouts were not produced with this tokenizer.")
-        hidden_s = _gather_response_hidden(s_lm, [it.student_prompt_ids for it in its], responses)
-        hidden_t = _gather_response_hidden(t_lm, [it.teacher_prompt_ids for it in its], responses, teacher_offset)
+        hidden_s = gather_response_hidden(s_lm, [it.student_prompt_ids for it in its], responses)
+        hidden_t = gather_response_hidden(t_lm, [it.teacher_prompt_ids for it in its], responses, teacher_offset)
         targets = torch.as_tensor(np.concatenate(responses), device=device)
         n = targets.shape[0]
         cols: dict[str, list[Tensor]] = {k: [] for k in VOCAB_COLUMNS}

@@ -43,7 +43,7 @@ from drift import schedules
 from drift.collect.guards import check_pair
 from drift.collect.prompts import PromptRecord, read_prompts
 from drift.collect.rollouts import derive_seed, sample_responses, stop_token_ids
-from drift.collect.scoring import LMHead, pad_right
+from drift.collect.scoring import LMHead, gather_response_hidden
 from drift.config import save_config
 from drift.errors import ConfigError
 from drift.train.config import TrainConfig, resolve_preset
@@ -94,14 +94,7 @@ class _Model:
 
     def response_hidden(self, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]]) -> Tensor:
         """Final hidden states at the positions predicting each response token, concatenated: (N, D)."""
-        rows = [list(p) + list(r) for p, r in zip(prompts, responses, strict=True)]
-        ids, mask = pad_right(rows, 0, self.lm.device)
-        hidden_B_L_D = self.lm.hidden(ids, mask)
-        ib = np.concatenate([np.full(len(r), b) for b, r in enumerate(responses)])
-        il = np.concatenate([np.arange(len(p) - 1, len(p) + len(r) - 1) for p, r in zip(prompts, responses,
-                                                                                        strict=True)])
-        dev = hidden_B_L_D.device
-        return hidden_B_L_D[torch.as_tensor(ib, device=dev), torch.as_tensor(il, device=dev)]
+        return gather_response_hidden(self.lm, prompts, responses)
 
 
 def _to_padded(x_N: Tensor, lengths: Sequence[int]) -> Tensor:

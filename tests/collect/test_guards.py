@@ -72,7 +72,7 @@ def test_self_check_passes_on_a_correct_scorer(tiny_pair, rng):
 
 def test_self_check_detects_a_one_token_teacher_shift(tiny_pair, rng, monkeypatch):
     """Simulate the classic bug: the teacher side is read one position late. The self-check must fire."""
-    real = scoring._gather_response_hidden
+    real = scoring.gather_response_hidden
     calls = {"n": 0}
 
     def buggy(lm, prompts, responses, offset=0):
@@ -80,7 +80,7 @@ def test_self_check_detects_a_one_token_teacher_shift(tiny_pair, rng, monkeypatc
         teacher_side = calls["n"] % 2 == 0  # score_items gathers student, then teacher, per batch
         return real(lm, prompts, responses, offset + (1 if teacher_side else 0))
 
-    monkeypatch.setattr(scoring, "_gather_response_hidden", buggy)
+    monkeypatch.setattr(scoring, "gather_response_hidden", buggy)
     with pytest.raises(AlignmentError, match="self-check failed"):
         alignment_self_check(*tiny_pair, _items(rng), vocab_size=TINY_VOCAB)
 

@@ -71,6 +71,18 @@ class ScheduleError(DriftError, ValueError):
     """A weight schedule spec is invalid, or cannot be exported to the requested target."""
 
 
+class ChatTemplateError(InputFormatError):
+    """A prompt needs a chat template the tokenizer does not have (or ``--chat-template never`` forbids it)."""
+
+
+class PromptTooLongError(InputFormatError):
+    """A prompt plus its response budget does not fit in the models' context."""
+
+
+class DeviceError(DriftError, ValueError):
+    """The requested device (``--device``) does not exist or is not available on this machine."""
+
+
 class DriftWarning(UserWarning):
     """Base class of drift's warnings."""
 
@@ -85,3 +97,26 @@ class AlignmentWarning(DriftWarning):
 
 class FitWarning(DriftWarning, RuntimeWarning):
     """A fit finished but something about it deserves a look (parameter at a bound, few bins, ...)."""
+
+
+class DamagedPartError(DatasetError):
+    """Part files of a drift dataset are damaged (truncated, not parquet, wrong row count, missing columns).
+
+    Args:
+        root: the dataset folder.
+        problems: one line per damaged file, naming the file and what is wrong with it.
+        repair: the shell command that regenerates the damaged parts (None when the dataset does not record the
+            command that wrote it).
+    """
+
+    def __init__(self, root: str, problems: Iterable[str], repair: str | None) -> None:
+        self.root = root
+        self.problems = list(problems)
+        self.repair = repair
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        if repair:
+            fix = ("Regenerate the damaged parts (the intact ones are kept) with:\n  " + repair)
+        else:
+            fix = ("Its config.json records no drift command to rerun: replace or delete the damaged files, or "
+                   "rerun the command that wrote this folder with --if-exists resume.")
+        super().__init__(f"{root} has {len(self.problems)} damaged part file(s):\n{lines}\n{fix}")

@@ -26,10 +26,11 @@ from typing import Any
 
 import torch
 
-from drift.errors import ModelLoadError
+from drift.errors import DeviceError, ModelLoadError
 
 __all__ = [
     "SMOLLM2_ALIAS",
+    "context_length",
     "load_model",
     "load_tokenizer",
     "model_identity",
@@ -37,6 +38,7 @@ __all__ = [
     "resolve_dtype",
     "resolve_model_path",
     "tokenizer_hash",
+    "vocab_hash",
 ]
 
 log = logging.getLogger(__name__)
@@ -126,12 +128,26 @@ def _materialize_gguf(gguf: Path) -> Path:
 
 
 def resolve_device(device: str) -> torch.device:
-    """``auto`` → CUDA when available, else CPU; otherwise the named device (validated)."""
+    """``auto`` → CUDA when available, else CPU; otherwise the named device (validated).
+
+    Raises:
+        DeviceError: the name is not a torch device, or names a CUDA device this machine does not have.
+    """
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ModelLoadError(f"--device {device} requested but CUDA is not available; use --device cpu.")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise DeviceError(f"--device {device!r} is not a device; use auto, cpu, cuda or cuda:N.") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(f"--device {device} requested but CUDA is not available here; use --device cpu "
+                              "(or auto).")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise DeviceError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s); "
+                              f"use cuda:0..cuda:{torch.cuda.device_count() - 1}.")
+    elif dev.type not in ("cpu", "mps"):
+        raise DeviceError(f"--device {device}: drift runs on cpu or cuda (mps untested); use --device cpu or cuda.")
     return dev
 
 
@@ -171,15 +187,32 @@ def load_model(spec: str | os.PathLike[str], *, device: str = "auto", dtype: str
     return model
 
 
-def load_tokenizer(spec: str | os.PathLike[str]) -> Any:
-    """Load the tokenizer stored with a model spec (folder, GGUF or ``smollm2``)."""
+def load_tokenizer(spec: str | os.PathLike[str], *, required: bool = True) -> Any:
+    """Load the tokenizer stored with a model spec (folder, GGUF or ``smollm2``), or any folder
+    ``AutoTokenizer`` loads (a tokenizer-only folder needs no ``config.json``).
+
+    Args:
+        spec: the model or tokenizer spec.
+        required: when False, a model folder without tokenizer files gives None instead of an error.
+
+    Raises:
+        ModelLoadError: the path does not exist, or (``required``) holds no loadable tokenizer.
+    """
     from transformers import AutoTokenizer
 
-    path = resolve_model_path(spec)
+    text = str(spec)
+    plain = Path(text).expanduser()
+    if text != SMOLLM2_ALIAS and plain.suffix != ".gguf" and plain.is_dir() and not (plain / "config.json").exists():
+        path = plain  # a tokenizer-only folder
+    else:
+        path = resolve_model_path(spec)
     try:
         return AutoTokenizer.from_pretrained(str(path))
-    except (OSError, ValueError, TypeError) as exc:
-        raise ModelLoadError(f"could not load a tokenizer from {path}: {exc}. Pass --tokenizer PATH.") from exc
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        if not required:
+            return None
+        raise ModelLoadError(f"could not load a tokenizer from {path}: {exc}. Give a folder that holds the "
+                             "tokenizer files (tokenizer.json / tokenizer_config.json).") from exc
 
 
 def _fingerprint(path: Path) -> str | None:
@@ -216,6 +249,22 @@ def model_identity(model: Any, spec: str | None = None) -> dict[str, Any]:
         "vocab_size": int(head.weight.shape[0]) if head is not None else None,
         "n_params": int(sum(p.numel() for p in model.parameters())),
     }
+
+
+def vocab_hash(tokenizer: Any) -> str:
+    """sha256 (16 hex) of the token -> id map (added tokens included): equal exactly when both tokenizers give
+    every token string the same id, whatever their chat templates or special-token roles."""
+    return hashlib.sha256(json.dumps(sorted(tokenizer.get_vocab().items())).encode()).hexdigest()[:16]
+
+
+def context_length(model: Any) -> int | None:
+    """The model's context: ``max_position_embeddings`` of its config (None when the config does not say)."""
+    cfg = getattr(model, "config", None)
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(cfg, name, None) if cfg is not None else None
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
 
 
 def tokenizer_hash(tokenizer: Any) -> str:

@@ -12,7 +12,10 @@ from typing import Any
 
 from drift.errors import ConfigError
 
-__all__ = ["PRESETS", "preset_values"]
+__all__ = ["PATH_FIELDS", "PRESETS", "apply_preset", "preset_values"]
+
+#: Fields that name files: a preset fills them when they are empty.
+PATH_FIELDS = ("student", "teacher", "prompts", "heldout_prompts", "world")
 
 
 def _oracle_dir() -> Path:
@@ -49,3 +52,32 @@ def preset_values(name: str) -> dict[str, Any]:
         raise ConfigError(f"preset {name}", [f"missing file {m}; regenerate with `make world` or set DRIFT_DATA"
                                              for m in missing])
     return values
+
+
+def apply_preset(cfg: Any, values: dict[str, Any]) -> Any:
+    """``cfg`` (a frozen stage config) with a preset's ``values`` filled in: empty path fields, and fields (also
+    of its nested ``scoring`` options) still at their dataclass default.
+
+    This is the one place presets meet configs. The CLI merges a preset *under* the flags the user gave before
+    building the config, which is the same thing for flags; in Python, a field left at its default is taken from
+    the preset (e.g. ``max_new_tokens`` 64 and ``num_threads`` 1 for ``toy``).
+    """
+    import dataclasses
+
+    defaults = {f.name: f.default for f in dataclasses.fields(cfg)}
+    scoring = getattr(cfg, "scoring", None)
+    scoring_defaults = {f.name: f.default for f in dataclasses.fields(scoring)} if scoring is not None else {}
+    top: dict[str, Any] = {}
+    nested: dict[str, Any] = {}
+    for key, value in values.items():
+        if key in PATH_FIELDS and key in defaults:
+            if not getattr(cfg, key):
+                top[key] = value
+        elif key in defaults:
+            if getattr(cfg, key) == defaults[key]:
+                top[key] = value
+        elif key in scoring_defaults and getattr(scoring, key) == scoring_defaults[key]:
+            nested[key] = value
+    if nested:
+        top["scoring"] = dataclasses.replace(scoring, **nested)
+    return dataclasses.replace(cfg, **top) if top else cfg

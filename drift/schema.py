@@ -33,7 +33,12 @@ __all__ = [
     "ROLLOUT_SCHEMA",
     "TOKEN_COLUMNS",
     "TOKEN_SCHEMA",
+    "CLUSTER_UNITS",
+    "ROLLOUT_KEY",
     "Column",
+    "cluster_key_columns",
+    "cluster_key_sql",
+    "make_prompt_key",
     "read_drift_metadata",
     "token_schema",
     "validate_schema",
@@ -51,6 +56,7 @@ class Column:
     type: pa.DataType
     doc: str
     nullable: bool = False
+    required: bool = True  # False: written by current drift, absent from older datasets (readers fall back)
 
     @property
     def family(self) -> str:
@@ -82,6 +88,8 @@ ROLLOUT_COLUMNS: tuple[Column, ...] = (
     Column("step", I64, "training step / checkpoint label of the scoring student (same as the token rows)"),
     Column("prompt_id", pa.string(), "prompt identifier (the prompt file's `id`, else its line number)"),
     Column("sample_id", I64, "index of this sample among the prompt's samples (0-based)"),
+    Column("prompt_key", pa.string(), "the sampling unit: run_id + the prompt file's id when given, else a hash "
+           "of the student prompt's token ids (see make_prompt_key)", nullable=True, required=False),
     Column("prompt", pa.string(), "the student's prompt as rendered text (chat template applied if used)"),
     Column("teacher_prompt", pa.string(), "the teacher's rendered prompt when it differs (privileged), else null",
            nullable=True),
@@ -101,6 +109,8 @@ TOKEN_COLUMNS: tuple[Column, ...] = (
     Column("step", I64, "training step / checkpoint label of the *scoring* student (--step, default 0)"),
     Column("prompt_id", pa.string(), "prompt identifier"),
     Column("sample_id", I64, "sample index within the prompt"),
+    Column("prompt_key", pa.string(), "cluster key of the prompt (copied from the rollout; see make_prompt_key)",
+           nullable=True, required=False),
     Column("position", I32, "0-based index t in the response"),
     Column("response_len", I32, "T, number of response tokens"),
     Column("rel_position", F64, "t / T"),
@@ -136,6 +146,58 @@ ORACLE_TOKEN_COLUMNS: tuple[Column, ...] = (
 )
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Keys. Every stage that groups, resamples or counts rollouts asks these functions; nobody spells a key out.
+
+#: One rollout (a row of the rollouts table). ``step`` is part of it: a re-scored rollout is another row.
+ROLLOUT_KEY: tuple[str, ...] = ("run_id", "step", "prompt_id", "sample_id")
+
+#: Resampling units. ``prompt``: all rollouts of one prompt (at every step) move together, because they share the
+#: prompt's difficulty; ``rollout``: each rollout alone (valid only with one rollout per prompt and no repeats).
+CLUSTER_UNITS: tuple[str, ...] = ("prompt", "rollout")
+
+# Columns that stand in for ``prompt_key`` in datasets written before it existed (older drift, some imports).
+_PROMPT_FALLBACK: tuple[str, ...] = ("run_id", "prompt_id")
+
+
+def make_prompt_key(run_id: str, prompt_id: str | None, prompt_ids: Iterable[int] | None = None) -> str:
+    """The cluster key of a prompt: ``run_id`` plus the user's prompt id, else a hash of the prompt's token ids.
+
+    ``prompt_id`` is the id the *user* gave (None when the prompt file had no ``id``: line numbers of two files
+    would collide), in which case the student prompt's token ids identify the prompt. Two rollouts share a key
+    exactly when they were sampled from the same prompt of the same run.
+    """
+    import hashlib
+
+    if prompt_id is not None and str(prompt_id) != "":
+        return f"{run_id}/id:{prompt_id}"
+    if prompt_ids is None:
+        raise ValueError("make_prompt_key needs the prompt's token ids when the prompt has no user-given id")
+    digest = hashlib.sha256(",".join(str(int(i)) for i in prompt_ids).encode()).hexdigest()[:16]
+    return f"{run_id}/ids:{digest}"
+
+
+def cluster_key_columns(unit: str, available: Iterable[str] | None = None) -> tuple[str, ...]:
+    """The columns whose distinct values are the resampling clusters of ``unit`` ("prompt" or "rollout").
+
+    ``available`` (the table's column names) lets a dataset without ``prompt_key`` fall back to
+    ``(run_id, prompt_id)`` for prompt clusters.
+    """
+    if unit == "rollout":
+        return ROLLOUT_KEY
+    if unit == "prompt":
+        if available is None or "prompt_key" in set(available):
+            return ("prompt_key",)
+        return _PROMPT_FALLBACK
+    raise ValueError(f"cluster unit must be one of {CLUSTER_UNITS}, got {unit!r}")
+
+
+def cluster_key_sql(unit: str, available: Iterable[str] | None = None) -> str:
+    """SQL tuple expression of :func:`cluster_key_columns`, e.g. ``(run_id, step, prompt_id, sample_id)``."""
+    cols = cluster_key_columns(unit, available)
+    return cols[0] if len(cols) == 1 else "(" + ", ".join(cols) + ")"
+
+
 def _schema(columns: Iterable[Column]) -> pa.Schema:
     return pa.schema([pa.field(c.name, c.type, nullable=c.nullable) for c in columns])
 
@@ -168,7 +230,7 @@ def validate_schema(schema: pa.Schema, kind: str, *, required: Iterable[str] | N
         raise ValueError(f"kind must be 'tokens' or 'rollouts', got {kind!r}")
     by_name = {c.name: c for c in columns}
     base = TOKEN_COLUMNS if kind == "tokens" else ROLLOUT_COLUMNS
-    need = list(required) if required is not None else [c.name for c in base]
+    need = list(required) if required is not None else [c.name for c in base if c.required]
     problems: list[str] = []
     present = {f.name: f for f in schema}
     for name in need:

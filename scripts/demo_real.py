@@ -198,24 +198,20 @@ def run_report(dataset: Path, html: Path, cfg: DemoRealConfig) -> bool:
 
 def run_demo(cfg: DemoRealConfig) -> dict[str, Any]:
     """Run every stage; return (and write to OUT/demo_real.json) the timings, verdicts and output paths."""
-    import torch
 
     from drift.collect.config import CollectConfig, ScoringOptions
     from drift.collect.pipeline import collect
     from drift.collect.prompts import read_prompts
-    from drift.models import load_model, load_tokenizer
     from drift.probe.analysis import analyze
     from drift.probe.config import ProbeConfig
     from drift.probe.run import probe
+    from drift.runtime.checks import preflight_out
+    from drift.runtime.loading import load_pair
     from drift.schedules.recommend import RecommendConfig, recommend_from_config
     from drift.stats import FitConfig, run_fit
 
     out = Path(cfg.out)
-    if cfg.if_exists == "fail" and out.exists() and any(out.iterdir()):  # fail before loading the model
-        from drift.errors import DatasetExistsError
-
-        raise DatasetExistsError(f"{out} already exists and is not empty; pass --if-exists overwrite to replace it "
-                                 "or choose another --out.")
+    preflight_out(out, cfg.if_exists)  # fail before loading the model
     if cfg.if_exists == "overwrite" and (out / "manifest.json").exists():
         # collect replaces the dataset itself; drop what this demo derived from the old one, so a stale probe or
         # schedule never ends up in the new report
@@ -225,15 +221,14 @@ def run_demo(cfg: DemoRealConfig) -> dict[str, Any]:
                 shutil.rmtree(path)
             elif path.exists():
                 path.unlink()
-    if cfg.num_threads is not None:
-        torch.set_num_threads(cfg.num_threads)
     clock = _Clock()
     scoring = ScoringOptions(device=cfg.device, num_threads=cfg.num_threads, progress=cfg.progress)
     summary: dict[str, Any] = {"out": str(out)}
 
     with clock.stage("load", f"{cfg.model} weights and tokenizer (first use dequantizes the GGUF, ~20 s)"):
-        tokenizer = load_tokenizer(cfg.model)
-        model = load_model(cfg.model, device=cfg.device)  # one model: student and teacher share the weights
+        # one model: student and teacher share the weights (the runtime layer returns the same object)
+        pair = load_pair(cfg.model, cfg.model, device=cfg.device, num_threads=cfg.num_threads)
+        tokenizer, model = pair.tokenizer, pair.student
         prompts = read_prompts(cfg.prompts, limit=cfg.max_prompts)
         print(f"  {len(prompts)} prompts from {cfg.prompts}; "
               f"{sum(p.teacher_prompt is not None for p in prompts)} carry a privileged teacher prompt")

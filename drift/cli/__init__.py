@@ -2,7 +2,8 @@
 
 Each subcommand lives in its own module ``drift.cli.<name>`` exposing ``register(subparsers)``, which adds a
 parser whose ``func`` takes the parsed namespace and returns an exit code. Errors drift raises on purpose
-(:class:`~drift.errors.DriftError`) are printed as one clear message with exit code 2, never a traceback.
+(:class:`~drift.errors.DriftError`) are printed as one clear message naming the error type, with exit code 2,
+never a traceback (``-v`` adds the traceback).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import argparse
 import importlib
 import logging
 import sys
+import traceback
 from collections.abc import Sequence
 
 from drift import __version__
@@ -56,7 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except DriftError as exc:
-        print(f"drift {args.command}: error: {exc}", file=sys.stderr)
+        if args.verbose:
+            traceback.print_exc()
+        print(f"drift {args.command}: error ({type(exc).__name__}): {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"drift {args.command}: interrupted; rerun with --if-exists resume to continue", file=sys.stderr)

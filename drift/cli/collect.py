@@ -49,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     m = ds.manifest
     print(f"wrote {m['n_rollouts']} rollouts, {m['n_tokens']} tokens in {len(m['parts'])} part(s) to "
           f"{ds.root} ({wall:.1f} s)")
+    print_rendered_example(ds.config)
     if "self_check" in m:
         sc = m["self_check"]
         print(f"alignment self-check passed: self-scoring max KL {sc['self_max_kl']:.2g}; one-token teacher "
@@ -60,6 +61,18 @@ def run(args: argparse.Namespace) -> int:
     table = decile_table(ds)
     with_pd_opts(lambda: print(table.to_string(float_format=lambda v: f"{v:.3f}")))
     return 0
+
+
+def print_rendered_example(config: dict) -> None:
+    """Show what each model saw for the first rollout (also recorded in config.json as rendered_example)."""
+    ex = config.get("rendered_example") or {}
+    if not ex:
+        return
+    print(f"\nprompt {ex.get('prompt_id')!r} as the student saw it:\n  {ex.get('student')!r}")
+    if ex.get("privileged"):
+        print(f"as the teacher saw it (privileged):\n  {ex.get('teacher')!r}")
+    else:
+        print("the teacher saw the same prompt")
 
 
 def with_pd_opts(fn) -> None:

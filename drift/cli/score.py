@@ -35,4 +35,7 @@ def run(args: argparse.Namespace) -> int:
     m = ds.manifest
     print(f"scored {m['n_rollouts']} rollouts, {m['n_tokens']} tokens at step {cfg.step} into {ds.root} "
           f"({time.perf_counter() - t0:.1f} s)")
+    from drift.cli.collect import print_rendered_example
+
+    print_rendered_example(ds.config)
     return 0

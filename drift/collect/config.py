@@ -14,6 +14,7 @@ __all__ = ["CHAT_MODES", "IF_EXISTS", "CollectConfig", "ScoreConfig", "ScoringOp
 
 IF_EXISTS = ("fail", "overwrite", "resume")
 CHAT_MODES = ("auto", "never", "always")
+TRUNCATE = ("none", "left")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
@@ -67,9 +68,15 @@ class CollectConfig:
     seed: int = opt(0, "sampling seed; parts are seeded from (seed, part) so resumed runs match")
     step: int = opt(0, "training step / checkpoint label written to every token row")
     run_id: str | None = opt(None, "run identifier (default: the output folder's name)")
-    teacher_system_prompt: str | None = opt(None, "privileged system prompt only the teacher sees")
-    chat_template: str = opt("auto", "auto: chat messages use the template, text is raw; always: wrap text as a "
-                                     "user message; never: no template", choices=CHAT_MODES)
+    teacher_system_prompt: str | None = opt(None, "the teacher's system turn (privileged; replaces the template's "
+                                                  "default system prompt for the teacher only)")
+    student_system_prompt: str | None = opt(None, "the student's system turn (replaces the template's default "
+                                                  "system prompt for the student only)")
+    chat_template: str = opt("auto", "auto: apply the tokenizer's chat template whenever it has one (a text prompt "
+                                     "becomes one user turn); never: raw text; always: require a template",
+                             choices=CHAT_MODES)
+    truncate_prompt: str = opt("none", "a prompt longer than the context minus --max-new-tokens: none = stop with "
+                                       "an error; left = keep its last tokens", choices=TRUNCATE)
     verifier: str = opt("auto", "reward verifier: auto, none, answer, numeric, exact, world",
                         choices=("auto", "none", "answer", "numeric", "exact", "world"))
     gen_batch_size: int = opt(32, "prompts per generate() call")
@@ -94,6 +101,7 @@ class CollectConfig:
         c.positive("part_size", self.part_size)
         c.choice("if_exists", self.if_exists, IF_EXISTS)
         c.choice("chat_template", self.chat_template, CHAT_MODES)
+        c.choice("truncate_prompt", self.truncate_prompt, TRUNCATE)
         c.raise_if_any()
 
 
@@ -112,8 +120,8 @@ class ScoreConfig:
     run_id: str | None = opt(None, "run identifier (default: kept from the input dataset, else the --out name)")
     teacher_system_prompt: str | None = opt(None, "privileged system prompt only the teacher sees (re-renders "
                                                   "teacher prompts from the stored source prompts)")
-    chat_template: str = opt("auto", "how text prompts in a jsonl are rendered: auto, always, never",
-                             choices=CHAT_MODES)
+    chat_template: str = opt("auto", "how prompts in a jsonl are rendered: auto (the tokenizer's chat template "
+                                     "whenever it has one), always, never", choices=CHAT_MODES)
     part_size: int = opt(256, "rollouts per parquet part (the unit of atomic writes and resume)")
     if_exists: str = opt("fail", "when --out exists: fail, overwrite, or resume an interrupted run",
                          choices=IF_EXISTS)

@@ -21,8 +21,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from drift.collect.prompts import PromptRecord, iter_jsonl, parse_prompt_value, raise_input_problems, render_prompt
+from drift.collect.prompts import PromptRecord, iter_jsonl, parse_prompt_value, raise_input_problems
 from drift.errors import InputFormatError
+from drift.runtime.prompts import render_prompt, unknown_token_report
 
 __all__ = ["read_rollouts"]
 
@@ -36,12 +37,15 @@ def read_rollouts(path: str | os.PathLike[str], tokenizer: Any, *, chat: str = "
     """
     p = Path(path)
     if p.is_dir():
+        from drift.collect.guards import check_stored_tokenizer, dataset_tokenizer_identity
         from drift.store import open_dataset
 
         ds = open_dataset(p)
         ds.validate("rollouts", required=["prompt_id", "sample_id", "student_prompt_ids", "teacher_prompt_ids",
                                           "response_ids"])
-        return ds.read("rollouts").to_pylist()
+        rows = ds.read("rollouts").to_pylist()
+        check_stored_tokenizer(dataset_tokenizer_identity(ds.config), tokenizer, rows, where=f"dataset {p}")
+        return rows
     if not p.exists():
         raise InputFormatError(f"rollouts input {p} does not exist (give a drift dataset folder or a .jsonl file)")
     rows: list[dict[str, Any]] = []
@@ -62,6 +66,9 @@ def read_rollouts(path: str | os.PathLike[str], tokenizer: Any, *, chat: str = "
     raise_input_problems(p, problems)
     if not rows:
         raise InputFormatError(f"{p} holds no rollouts")
+    # text we tokenized ourselves: words the vocabulary cannot represent became the unknown token
+    unknown_token_report(tokenizer, [(f"line {r.pop('_line')}", r["response_ids"]) for r in rows if "_line" in r],
+                         what="text responses")
     keys = [(r["prompt_id"], r["sample_id"]) for r in rows]
     if len(set(keys)) != len(keys):
         raise InputFormatError(f"{p}: (prompt_id, sample_id) pairs are not unique; give explicit sample_id values")
@@ -78,7 +85,8 @@ def _ids(value: Any, where: str, problems: list[str]) -> list[int] | None:
 def _row_from_obj(obj: Any, lineno: int, tokenizer: Any, chat: str, problems: list[str]) -> dict[str, Any] | None:
     pid = str(obj.get("prompt_id", obj.get("id", lineno - 1)))
     base: dict[str, Any] = {"prompt_id": pid, "answer": obj.get("answer"), "reward": obj.get("reward"),
-                            "truncated": bool(obj.get("truncated", False))}
+                            "truncated": bool(obj.get("truncated", False)),
+                            "id_given": "prompt_id" in obj or "id" in obj}
     for key in ("sample_id", "run_id", "finished"):
         if key in obj:
             base[key] = obj[key]
@@ -102,17 +110,19 @@ def _row_from_obj(obj: Any, lineno: int, tokenizer: Any, chat: str, problems: li
         if prompt is None or (obj.get("teacher_prompt") is not None and teacher is None):
             return None
         try:
-            s_text, s_ids = render_prompt(tokenizer, prompt, chat=chat)  # type: ignore[arg-type]
-            t_text, t_ids = render_prompt(tokenizer, teacher, chat=chat) if teacher else (None, s_ids)  # type: ignore[arg-type]
+            s_text, s_ids = render_prompt(tokenizer, prompt, chat=chat)
+            t_text, t_ids = render_prompt(tokenizer, teacher, chat=chat) if teacher else (None, s_ids)
         except InputFormatError as exc:
             problems.append(f"line {lineno}: {exc}")
             return None
         r_ids = list(tokenizer(obj["response"], add_special_tokens=False)["input_ids"])
         source = PromptRecord(id=pid, prompt=prompt).source_json()
+        base["_line"] = lineno
     else:
         problems.append(f"line {lineno}: needs either 'prompt' + 'response' (text) or 'prompt_ids' + "
                         f"'response_ids' (token ids); found keys {sorted(obj)}")
         return None
+    base["user_prompt_id"] = pid if base.pop("id_given") else None  # prompt_key is made once run_id is known
     return {**base, "prompt": s_text, "teacher_prompt": t_text, "student_prompt_ids": s_ids,
             "teacher_prompt_ids": t_ids, "response_ids": r_ids,
             "response_text": tokenizer.decode(r_ids, skip_special_tokens=False), "response_len": len(r_ids),

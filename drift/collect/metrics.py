@@ -175,41 +175,67 @@ def _tile_topk(x_2_P_W: Tensor, k: int) -> tuple[Tensor, Tensor]:
     return vals, cols.gather(-1, pos)
 
 
-def vocab_stats_tiled(logits_s: LogitsFn, logits_t: LogitsFn, target_s_P: Tensor, target_t_P: Tensor,
-                      targets_P: Tensor, vocab_size: int, *, vocab_chunk: int = 4096, topk: int = 16,
+def vocab_stats_tiled(logits_s: LogitsFn, logits_t: LogitsFn, targets_P: Tensor, vocab_size: int, *,
+                      rank_anchor_P: Tensor, vocab_chunk: int = 4096, topk: int = 16,
                       buffers: tuple[Tensor, Tensor] | None = None) -> dict[str, Tensor]:
     """:func:`vocab_stats` for P positions without ever holding P x V logits: the vocabulary is visited in tiles.
 
     ``logits_s(v0, v1, out)`` writes the student's logits of ids [v0, v1) for the P positions into ``out`` (P, v1 -
-    v0) and returns it (likewise ``logits_t``); ``target_s_P`` / ``target_t_P`` are the logits of the realized tokens,
-    computed the same way (they anchor the rank and the cross terms). Per model and row, an *online* softmax keeps,
-    relative to the running maximum m (rescaled by exp(m_old - m_new) whenever m grows):
+    v0) and returns it (likewise ``logits_t``). Per model and row, an *online* softmax keeps, relative to the running
+    maximum m of the row's logits x (rescaled by exp(m_old - m_new) whenever m grows):
 
-        Z = sum_v e^(x_v - m),   A = sum_v e^(x_v - m) (x_v - m),   C = sum_v e^(x_v - m) (y_v - y_target)
+        Z = sum_v e^(x_v - m),   A = sum_v e^(x_v - m) (x_v - m),   D = sum_v e^(x_v - m) (x_v - y_v)
 
-    where y is the *other* model's logit. Then log Z_tot = m + log Z, the entropy is log Z - A / Z, and
-    sum_v p_v log q_v = C / Z + log q(target), so KL(p || q) = -H(p) - C / Z - log q(target). The teacher rank counts
-    ids (other than the target) whose teacher logit exceeds the target's; the top-k lists are merged tile by tile.
-    Peak memory: four (P, vocab_chunk) float32 tiles (``buffers`` = two (2, P, vocab_chunk) tensors to reuse).
+    where y is the *other* model's logit of the same id. With log Z_tot = m + log Z:
+
+        log p(target) = x_target - log Z_tot,        H(p) = log Z - A / Z,
+        KL(p || q) = sum_v p_v (x_v - y_v) - (log Z_tot(x) - log Z_tot(y)) = D / Z - (log Z_tot(x) - log Z_tot(y)).
+
+    **One precision per log-softmax.** Every number of a row comes from the tile values themselves: x_target is
+    gathered from the tile that holds the target id, after whatever the logits functions applied (dtype rounding,
+    output transform, temperature), and m, Z, A, D are sums over the same values. So log p(target) <= 0 exactly
+    (Z >= e^(m - m) = 1 and x_target <= m), and identical rows of the two models give A = 0 and KL = 0 exactly.
+    The one exception is the teacher rank: it counts ids whose teacher logit exceeds ``rank_anchor_P`` tile by
+    tile, before the target's tile may have been visited, so the anchor must be computed the way the tiles are
+    (the caller's job, see :meth:`drift.collect.scoring.LMHead.target_logits`). Where the anchor and the tile value
+    of the target still differ (by one unit in the last place of the logits' dtype, when the two accumulations round
+    to different sides), ids tied with either value may be counted differently: a near-tie effect on the rank only.
+
+    Args:
+        logits_s: fills the student's logits tile (float32 or float64 ``out``).
+        logits_t: fills the teacher's logits tile.
+        targets_P: realized token ids (P,).
+        vocab_size: ids [0, vocab_size) are visited.
+        rank_anchor_P: the teacher's logit of the target as its tiles will hold it (P,), for the rank.
+        vocab_chunk: tile width.
+        topk: k for the top-k overlap (clamped to V).
+        buffers: two (2, >= P, vocab_chunk) tensors to reuse; their dtype is the tiles' (default float32).
+
+    Returns:
+        The :func:`vocab_stats` dict of (P,) tensors.
+
+    Peak memory: four (P, vocab_chunk) tiles.
     """
     p = targets_P.shape[0]
-    dev = target_s_P.device
+    dev = targets_P.device
     k = max(1, min(int(topk), vocab_size))
     vc = max(1, min(int(vocab_chunk), vocab_size))
     if buffers is None:
         buffers = (torch.empty((2, p, vc), device=dev), torch.empty((2, p, vc), device=dev))
     logit_buf, exp_buf = buffers
-    ref = torch.stack((target_t_P.float(), target_s_P.float()))  # cross-term anchor: the *other* model's target
+    dtype = logit_buf.dtype
+    anchor = rank_anchor_P.to(dtype)
     tgt = targets_P.long()
-    m = torch.empty((2, p), device=dev)
-    z, a, c = (torch.zeros((2, p), device=dev, dtype=torch.float64) for _ in range(3))
+    m = torch.empty((2, p), device=dev, dtype=dtype)
+    target = torch.zeros((2, p), device=dev, dtype=dtype)  # x_target per model, gathered from its tile
+    z, a, d = (torch.zeros((2, p), device=dev, dtype=torch.float64) for _ in range(3))
     rank = torch.zeros(p, device=dev, dtype=torch.long)
-    top_val = torch.full((2, p, k), -math.inf, device=dev)
+    top_val = torch.full((2, p, k), -math.inf, device=dev, dtype=dtype)
     top_idx = torch.zeros((2, p, k), device=dev, dtype=torch.long)
     for v0 in range(0, vocab_size, vc):
         v1 = min(vocab_size, v0 + vc)
         w = v1 - v0
-        lg = logit_buf[:, :, :w]
+        lg = logit_buf[:, :p, :w]
         logits_s(v0, v1, lg[0])
         logits_t(v0, v1, lg[1])
         # top-k candidates of this tile, merged with the running lists (raw logits)
@@ -218,44 +244,43 @@ def vocab_stats_tiled(logits_s: LogitsFn, logits_t: LogitsFn, target_s_P: Tensor
         cand_i = torch.cat((top_idx, ti + v0), dim=-1)
         top_val, sel = torch.topk(cand_v, k, dim=-1, sorted=True)
         top_idx = cand_i.gather(-1, sel)
-        # teacher rank: ids strictly above the target's logit, the target itself excluded
-        above = lg[1] > target_t_P.float().unsqueeze(1)
+        # teacher rank: ids strictly above the anchor, the target itself excluded
+        above = lg[1] > anchor.unsqueeze(1)
         rank += above.sum(dim=1)
         inside = (tgt >= v0) & (tgt < v1)
         if bool(inside.any()):
             rows = inside.nonzero().squeeze(1)
-            rank[rows] -= above[rows, tgt[rows] - v0].long()
+            cols = tgt[rows] - v0
+            rank[rows] -= above[rows, cols].long()
+            target[:, rows] = lg[:, rows, cols]  # the target's own tile values, before centring
         # online softmax statistics (the tile maximum is the largest top-k candidate)
         m_tile = tv.amax(dim=-1)
-        if v0 == 0:
-            m_new = m_tile
-            scale = torch.zeros_like(m_new)
-        else:
-            m_new = torch.maximum(m, m_tile)
-            scale = torch.exp(m - m_new)
-        other_shift = m_new.flip(0) - ref  # (y - y_target) = (y - m_new_other) + (m_new_other - y_target)
+        m_new = m_tile if v0 == 0 else torch.maximum(m, m_tile)
         lg -= m_new.unsqueeze(-1)  # centred in place: x - m_new
-        ex = torch.exp(lg, out=exp_buf[:, :, :w])
-        z_tile = ex.sum(dim=-1)
+        ex = torch.exp(lg, out=exp_buf[:, :p, :w])
+        z_tile = ex.sum(dim=-1).double()
         # dots[i, a, b] = sum_v ex[a, i, v] * lg[b, i, v]: own (a == b) and cross (a != b) terms in one pass
-        dots = torch.bmm(ex.transpose(0, 1), lg.permute(1, 2, 0))
+        dots = torch.bmm(ex.transpose(0, 1), lg.permute(1, 2, 0)).double()
         a_tile = torch.stack((dots[:, 0, 0], dots[:, 1, 1]))
-        c_tile = torch.stack((dots[:, 0, 1], dots[:, 1, 0])) + other_shift * z_tile
+        # sum_v e^(x - m_x) (x_v - y_v) = sum e^(x - m_x) ((x - m_x) - (y - m_y)) + Z_tile (m_x - m_y)
+        gap = (m_new[0] - m_new[1]).double()
+        d_tile = torch.stack((dots[:, 0, 0] - dots[:, 0, 1] + z_tile[0] * gap,
+                              dots[:, 1, 1] - dots[:, 1, 0] - z_tile[1] * gap))
         if v0 > 0:
             delta = (m_new - m).double()
-            s64 = scale.double()
-            a = s64 * (a - delta * z)
-            z = s64 * z
-            c = s64 * c
-        z = z + z_tile.double()
-        a = a + a_tile.double()
-        c = c + c_tile.double()
+            scale = torch.exp(-delta)
+            a = scale * (a - delta * z)
+            z = scale * z
+            d = scale * d
+        z = z + z_tile
+        a = a + a_tile
+        d = d + d_tile
         m = m_new
-    log_z = m.double() + torch.log(z)
-    logprob = ref.flip(0).double() - log_z  # [student log p(y), teacher log q(y)]
-    entropy = torch.log(z) - a / z
-    # sum_v p log q = C_s / Z_s + log q(y): KL(p||q) = -H(p) - that
-    kl = -entropy - c / z - logprob.flip(0)
+    log_z = torch.log(z)
+    log_z_tot = m.double() + log_z
+    logprob = target.double() - log_z_tot  # [student log p(y), teacher log q(y)]
+    entropy = log_z - a / z
+    kl = d / z - (log_z_tot - log_z_tot.flip(0))  # [KL(p || q), KL(q || p)]
     s_top, t_top = top_idx[0], top_idx[1]
     overlap = (s_top.unsqueeze(2) == t_top.unsqueeze(1)).any(dim=2).sum(dim=1).float() / k
     return {

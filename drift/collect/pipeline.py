@@ -23,17 +23,23 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import torch
-from tqdm.auto import tqdm
 
 from drift import __version__
 from drift.collect.config import CollectConfig, ScoreConfig, ScoringOptions
 from drift.collect.guards import PairReport, alignment_self_check, check_pair
 from drift.collect.metrics import K3_CLAMP, K3_MAX
-from drift.collect.prompts import PromptRecord, read_prompts, render_prompt, teacher_view
+from drift.collect.prompts import PromptRecord, read_prompts
 from drift.collect.rollouts import derive_seed, sample_responses, stop_token_ids
 from drift.collect.scoring import ScoringItem, score_items
 from drift.config import config_to_dict, git_sha
-from drift.schema import ROLLOUT_SCHEMA, token_schema
+from drift.errors import InputFormatError
+from drift.presets import apply_preset, preset_values
+from drift.progress import make_progress
+from drift.runtime.checks import preflight_out
+from drift.runtime.loading import load_pair, set_threads
+from drift.runtime.padding import pad_id_for
+from drift.runtime.prompts import PromptStyle, check_context, render_prompt, render_records, unknown_token_report
+from drift.schema import ROLLOUT_SCHEMA, make_prompt_key, token_schema
 from drift.store import DatasetWriter, DriftDataset, open_dataset
 from drift.verifiers import get_verifier
 
@@ -67,13 +73,15 @@ def _identity(command: str, cfg: Any, models: _Models, inputs_hash: str) -> dict
 
 
 def _payload(command: str, cfg: Any, models: _Models, extra: dict[str, Any]) -> dict[str, Any]:
-    from drift.models import model_identity, tokenizer_hash
+    from drift.models import model_identity, tokenizer_hash, vocab_hash
 
     return {
         "command": command, "config_type": type(cfg).__name__, "config": config_to_dict(cfg),
         "models": {"student": model_identity(models.student, getattr(cfg, "student", None) or None),
                    "teacher": model_identity(models.teacher, getattr(cfg, "teacher", None) or None)},
-        "tokenizer": {"hash": tokenizer_hash(models.tokenizer), "size": len(models.tokenizer),
+        "tokenizer": {"hash": tokenizer_hash(models.tokenizer), "vocab_hash": vocab_hash(models.tokenizer),
+                      "source": getattr(cfg, "tokenizer", None) or getattr(cfg, "student", None),
+                      "size": len(models.tokenizer),
                       "eos": models.tokenizer.eos_token, "chat_template": bool(
                           getattr(models.tokenizer, "chat_template", None))},
         "pair": models.pair.to_dict(), "world": models.world.to_dict() if models.world is not None else None,
@@ -82,7 +90,7 @@ def _payload(command: str, cfg: Any, models: _Models, extra: dict[str, Any]) -> 
 
 
 def _metadata(cfg: Any, models: _Models, run_id: str, sampling: dict[str, Any] | None) -> dict[str, Any]:
-    from drift.models import model_identity, tokenizer_hash
+    from drift.models import model_identity, tokenizer_hash, vocab_hash
 
     s = model_identity(models.student)
     t = model_identity(models.teacher)
@@ -93,7 +101,8 @@ def _metadata(cfg: Any, models: _Models, run_id: str, sampling: dict[str, Any] |
         "k3_clamp": K3_CLAMP, "k3_max": K3_MAX, "run_id": run_id, "step": cfg.step,
         "student": {k: s[k] for k in ("source", "fingerprint", "revision")},
         "teacher": {k: t[k] for k in ("source", "fingerprint", "revision")},
-        "tokenizer": tokenizer_hash(models.tokenizer), "shared_vocab": models.pair.shared_vocab,
+        "tokenizer": tokenizer_hash(models.tokenizer), "vocab_hash": vocab_hash(models.tokenizer),
+        "shared_vocab": models.pair.shared_vocab,
         "drift_version": __version__,
     }
 
@@ -101,6 +110,9 @@ def _metadata(cfg: Any, models: _Models, run_id: str, sampling: dict[str, Any] |
 def build_tables(rows: Sequence[dict[str, Any]], scores: Sequence[dict[str, np.ndarray]], *, step: int,
                  world: Any | None = None, tokenizer: Any | None = None) -> tuple[pa.Table, pa.Table]:
     """Turn rollout rows and their per-token scores into the rollouts and tokens arrow tables."""
+    rows = [r if r.get("prompt_key") else {**r, "prompt_key": make_prompt_key(r["run_id"], None,
+                                                                              r["student_prompt_ids"])}
+            for r in rows]
     rollouts = pa.Table.from_pylist([{**{c: r.get(c) for c in ROLLOUT_SCHEMA.names}, "step": step} for r in rows],
                                     schema=ROLLOUT_SCHEMA)
     if rows and "source_prompt" in rows[0]:
@@ -119,6 +131,7 @@ def build_tables(rows: Sequence[dict[str, Any]], scores: Sequence[dict[str, np.n
         np.zeros(0, np.int32)
     cols: dict[str, Any] = {
         "run_id": rep("run_id"), "step": np.full(n, step, dtype=np.int64), "prompt_id": rep("prompt_id"),
+        "prompt_key": rep("prompt_key"),
         "sample_id": np.repeat([r["sample_id"] for r in rows], lengths).astype(np.int64),
         "position": position, "response_len": response_len,
         "rel_position": position / np.maximum(response_len, 1).astype(np.float64),
@@ -155,7 +168,7 @@ class _PartWriter:
     """Scores rollout rows of one part and writes them (shared by collect and score)."""
 
     def __init__(self, models: _Models, opts: ScoringOptions, writer: DatasetWriter, step: int,
-                 bar: tqdm) -> None:
+                 bar: Any) -> None:
         self.models, self.opts, self.writer, self.step, self.bar = models, opts, writer, step, bar
 
     def items(self, rows: Sequence[dict[str, Any]]) -> list[ScoringItem]:
@@ -175,40 +188,64 @@ class _PartWriter:
         scores = score_items(self.models.student, self.models.teacher, self.items(rows),
                              chunk_size=self.opts.chunk_size, vocab_chunk=self.opts.vocab_chunk, topk=self.opts.topk,
                              max_batch_tokens=self.opts.max_batch_tokens, vocab_size=self.models.pair.shared_vocab,
-                             temperature=self.opts.score_temperature, on_batch=self.bar.update)
+                             temperature=self.opts.score_temperature, on_tokens=self.bar.update)
         rollouts, tokens = build_tables(rows, scores, step=self.step, world=self.models.world,
                                         tokenizer=self.models.tokenizer)
         self.writer.write_part(index, rollouts, tokens)
 
 
 def _run_parts(parts: list[Any], make_rows: Any, part_writer: _PartWriter, writer: DatasetWriter,
-               self_check: bool) -> DriftDataset:
+               self_check: bool, bars: Sequence[Any] = ()) -> DriftDataset:
     """Generate (via ``make_rows(i, part)``), score and write every pending part; close the manifest."""
     pending = [i for i in range(len(parts)) if i not in writer.completed_parts]
     info: dict[str, Any] = {}
+    all_bars = [*bars, part_writer.bar]
     try:
         for n_done, i in enumerate(pending):
-            part_writer.bar.set_postfix_str(f"part {i + 1}/{len(parts)}")
+            for bar in all_bars:
+                bar.set_postfix_str(f"part {i + 1}/{len(parts)}")
             rows = make_rows(i, parts[i])
             if self_check and n_done == 0:
                 info["self_check"] = part_writer.self_check(rows)
             part_writer.write(i, rows)
     except BaseException:
         writer.close("interrupted", **info)
-        part_writer.bar.close()
+        for bar in all_bars:
+            bar.close()
         raise
-    part_writer.bar.close()
+    for bar in all_bars:
+        bar.close()
     writer.close("complete", **info)
     return open_dataset(writer.root)
 
 
-def _setup_threads(opts: ScoringOptions) -> None:
-    if opts.num_threads is not None:
-        torch.set_num_threads(opts.num_threads)
+def _render_all(prompts: Sequence[PromptRecord], tokenizer: Any, style: PromptStyle, context: int | None,
+                budget: int, truncate: str) -> list[dict[str, Any]]:
+    """Render every prompt for both models and check it against the context, before anything is written."""
+    out = []
+    for rp in render_records(prompts, tokenizer, style):
+        rec = rp.record
+        s_ids = check_context(rp.student_ids, budget, context, what=f"prompt {rec.id!r} (student)",
+                              truncate=truncate)
+        t_ids = s_ids if not rp.privileged else check_context(rp.teacher_ids, budget, context,
+                                                               what=f"prompt {rec.id!r} (teacher)", truncate=truncate)
+        out.append({"record": rec, "prompt_id": rec.id, "prompt": rp.student_text,
+                    "teacher_prompt": rp.teacher_text, "student_prompt_ids": s_ids, "teacher_prompt_ids": t_ids,
+                    "answer": rec.answer, "source_prompt": rec.source_json()})
+    unknown_token_report(tokenizer, [(r["prompt_id"], r["student_prompt_ids"]) for r in out], what="prompts")
+    return out
+
+
+def rendered_example(row: dict[str, Any]) -> dict[str, Any]:
+    """What each model saw for one rollout (recorded in ``config.json`` and printed by the CLI)."""
+    return {"prompt_id": row["prompt_id"], "student": row["prompt"],
+            "teacher": row["teacher_prompt"] if row.get("teacher_prompt") is not None else row["prompt"],
+            "privileged": row.get("teacher_prompt") is not None}
 
 
 def collect(student: Any, teacher: Any, tokenizer: Any, prompts: Sequence[PromptRecord], config: CollectConfig, *,
-            teacher_tokenizer: Any | None = None, world: Any | None = None) -> DriftDataset:
+            teacher_tokenizer: Any | None = None, world: Any | None = None,
+            own_tokenizers: dict[str, Any] | None = None) -> DriftDataset:
     """Sample rollouts from ``student`` for ``prompts`` and score them with both models into ``config.out``.
 
     Args:
@@ -219,143 +256,169 @@ def collect(student: Any, teacher: Any, tokenizer: Any, prompts: Sequence[Prompt
         config: the resolved :class:`CollectConfig` (paths in it are only recorded, not loaded).
         teacher_tokenizer: the teacher's tokenizer, checked against the student's (default: same).
         world: an oracle world adding ``oracle_*`` columns and the world verifier.
+        own_tokenizers: each model's own tokenizer when ``tokenizer`` is an override (see
+            :func:`~drift.collect.guards.check_pair`).
 
     Returns:
         The written dataset, opened.
+
+    Raises:
+        PromptTooLongError, ChatTemplateError, InputFormatError: a prompt cannot be rendered or does not fit the
+            context; raised before anything is written.
     """
-    _setup_threads(config.scoring)
+    set_threads(config.scoring.num_threads)
     if config.max_prompts is not None:
         prompts = list(prompts)[: config.max_prompts]
-    pair = check_pair(student, teacher, tokenizer, teacher_tokenizer)
+    pair = check_pair(student, teacher, tokenizer, teacher_tokenizer, own_tokenizers=own_tokenizers)
     models = _Models(student, teacher, tokenizer, pair, world)
     run_id = config.run_id or Path(config.out).name
     verifier = get_verifier(config.verifier, world=world, tokenizer=tokenizer)
     stops = stop_token_ids(tokenizer, student)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
+    pad_id = pad_id_for(tokenizer, stops)
+    style = PromptStyle(config.chat_template, config.student_system_prompt, config.teacher_system_prompt)
+    rendered = _render_all(prompts, tokenizer, style, _context(student, teacher), config.max_new_tokens,
+                           config.truncate_prompt)
     per_part = max(1, config.part_size // config.samples_per_prompt)
-    parts = [list(prompts[i: i + per_part]) for i in range(0, len(prompts), per_part)]
+    parts = [rendered[i: i + per_part] for i in range(0, len(rendered), per_part)]
     inputs_hash = hashlib.sha256(json.dumps([[p.id, p.source_json(), p.answer] for p in prompts]).encode()
                                  ).hexdigest()[:16]
     sampling = {"temperature": config.temperature, "top_p": config.top_p, "top_k": 0,
                 "max_new_tokens": config.max_new_tokens, "samples_per_prompt": config.samples_per_prompt,
                 "seed": config.seed, "stop_ids": stops, "pad_id": pad_id}
     writer = DatasetWriter(config.out, if_exists=config.if_exists,  # type: ignore[arg-type]
-                           config=_payload("collect", config, models, {"sampling": sampling}),
+                           config=_payload("collect", config, models, {
+                               "sampling": sampling, "rendered_example": rendered_example(rendered[0])}),
                            n_parts=len(parts), metadata=_metadata(config, models, run_id, sampling),
                            identity=_identity("collect", config, models, inputs_hash))
     n_pending = sum(len(parts[i]) for i in range(len(parts)) if i not in writer.completed_parts)
-    bar = tqdm(total=n_pending * config.samples_per_prompt, desc="collect", unit="rollout",
-               disable=not config.scoring.progress)
+    n_rollouts = n_pending * config.samples_per_prompt
+    gen_bar = make_progress(n_rollouts * config.max_new_tokens, "collect: sample", enabled=config.scoring.progress)
+    bar = make_progress(None, "collect: score", enabled=config.scoring.progress)
 
-    def make_rows(index: int, records: list[PromptRecord]) -> list[dict[str, Any]]:
-        rendered = [_render(rec, tokenizer, config.teacher_system_prompt, config.chat_template) for rec in records]
-        prompt_rows = [r for r in rendered for _ in range(config.samples_per_prompt)]
+    def unused_budget(n: int) -> None:  # rows that stopped early: shrink the total so the ETA stays honest
+        gen_bar.total = max(gen_bar.n, (gen_bar.total or 0) - n)
+
+    def make_rows(index: int, base_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        prompt_rows = [r for r in base_rows for _ in range(config.samples_per_prompt)]
         gens = sample_responses(student, [r["student_prompt_ids"] for r in prompt_rows], stop_ids=stops,
                                 pad_id=pad_id, max_new_tokens=config.max_new_tokens,
                                 temperature=config.temperature, top_p=config.top_p,
-                                batch_size=config.gen_batch_size, seed=derive_seed(config.seed, index))
+                                batch_size=config.gen_batch_size, seed=derive_seed(config.seed, index),
+                                on_tokens=gen_bar.update, on_early_stop=unused_budget)
+        bar.total = (bar.total or 0) + sum(len(g.response_ids) for g in gens)
         rows = []
         for j, (base, gen) in enumerate(zip(prompt_rows, gens, strict=True)):
             rec: PromptRecord = base["record"]
             text = tokenizer.decode(gen.response_ids, skip_special_tokens=False)
             reward = verifier(rec, text, base["student_prompt_ids"], gen.response_ids)
             rows.append({**{k: v for k, v in base.items() if k != "record"}, "run_id": run_id,
+                         "prompt_key": make_prompt_key(run_id, rec.id if rec.id_given else None,
+                                                       base["student_prompt_ids"]),
                          "sample_id": j % config.samples_per_prompt, "response_ids": gen.response_ids,
                          "response_text": text, "response_len": len(gen.response_ids), "finished": gen.finished,
                          "truncated": gen.truncated, "reward": reward})
         return rows
 
     return _run_parts(parts, make_rows, _PartWriter(models, config.scoring, writer, config.step, bar), writer,
-                      config.scoring.self_check)
-
-
-def _render(rec: PromptRecord, tokenizer: Any, system_prompt: str | None, chat: str) -> dict[str, Any]:
-    s_text, s_ids = render_prompt(tokenizer, rec.prompt, chat=chat)  # type: ignore[arg-type]
-    t_prompt = teacher_view(rec, system_prompt)
-    if t_prompt is None:
-        t_text, t_ids = None, s_ids
-    else:
-        t_text, t_ids = render_prompt(tokenizer, t_prompt, chat=chat)  # type: ignore[arg-type]
-    return {"record": rec, "prompt_id": rec.id, "prompt": s_text, "teacher_prompt": t_text,
-            "student_prompt_ids": s_ids, "teacher_prompt_ids": t_ids, "answer": rec.answer,
-            "source_prompt": rec.source_json()}
+                      config.scoring.self_check, bars=[gen_bar])
 
 
 def score(student: Any, teacher: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], config: ScoreConfig, *,
-          teacher_tokenizer: Any | None = None, world: Any | None = None) -> DriftDataset:
+          teacher_tokenizer: Any | None = None, world: Any | None = None,
+          own_tokenizers: dict[str, Any] | None = None) -> DriftDataset:
     """Score existing rollout rows (rollouts-table dicts) with ``student`` and ``teacher`` into ``config.out``.
 
     Rows need ``prompt_id, sample_id, student_prompt_ids, teacher_prompt_ids, response_ids``; other rollout
-    columns are carried over (``run_id`` is replaced when ``config.run_id`` is set).
+    columns are carried over (``run_id`` is replaced when ``config.run_id`` is set). Check stored ids against the
+    scoring tokenizer first (:func:`~drift.collect.guards.check_stored_tokenizer`; :func:`score_from_config`
+    does).
+
+    Raises:
+        PromptTooLongError: a prompt plus its response exceeds the models' context (before anything is written).
     """
-    _setup_threads(config.scoring)
-    pair = check_pair(student, teacher, tokenizer, teacher_tokenizer)
+    set_threads(config.scoring.num_threads)
+    pair = check_pair(student, teacher, tokenizer, teacher_tokenizer, own_tokenizers=own_tokenizers)
     models = _Models(student, teacher, tokenizer, pair, world)
     rows = [dict(r) for r in rows]
+    if not rows:
+        raise InputFormatError("no rollouts to score")
     default_run = config.run_id or Path(config.out).name
     for r in rows:
         r["run_id"] = config.run_id or r.get("run_id") or default_run
         r.setdefault("response_len", len(r["response_ids"]))
+        if not r.get("prompt_key"):  # kept from a drift dataset; else the user's id, else the prompt's ids
+            given = r.pop("user_prompt_id") if "user_prompt_id" in r else str(r["prompt_id"])
+            r["prompt_key"] = make_prompt_key(r["run_id"], given, r["student_prompt_ids"])
     if config.teacher_system_prompt:
         rows = [_rerender_teacher(r, tokenizer, config) for r in rows]
+    context = _context(student, teacher)
+    for r in rows:
+        n = len(r["response_ids"])
+        for side in ("student", "teacher"):
+            check_context(r[f"{side}_prompt_ids"], n, context, budget_name="its response of",
+                          what=f"rollout {r['prompt_id']!r}/{r['sample_id']!r} ({side} prompt + response)",
+                          fix="these models cannot score it in one pass; drop the rollout or score it with "
+                              "models of a longer context.")
     parts = [rows[i: i + config.part_size] for i in range(0, len(rows), config.part_size)]
     inputs_hash = hashlib.sha256(json.dumps(
         [[r["prompt_id"], r["sample_id"], list(r["response_ids"]), list(r["teacher_prompt_ids"])] for r in rows]
     ).encode()).hexdigest()[:16]
-    run_id = rows[0]["run_id"] if rows else default_run
+    run_id = rows[0]["run_id"]
+    example = {"prompt_id": rows[0]["prompt_id"], "prompt": rows[0].get("prompt"),
+               "teacher_prompt": rows[0].get("teacher_prompt")}
     writer = DatasetWriter(config.out, if_exists=config.if_exists,  # type: ignore[arg-type]
-                           config=_payload("score", config, models, {}), n_parts=len(parts),
-                           metadata=_metadata(config, models, run_id, None),
+                           config=_payload("score", config, models, {"rendered_example": rendered_example(example)}),
+                           n_parts=len(parts), metadata=_metadata(config, models, run_id, None),
                            identity=_identity("score", config, models, inputs_hash))
-    n_pending = sum(len(parts[i]) for i in range(len(parts)) if i not in writer.completed_parts)
-    bar = tqdm(total=n_pending, desc="score", unit="rollout", disable=not config.scoring.progress)
+    pending = [i for i in range(len(parts)) if i not in writer.completed_parts]
+    bar = make_progress(sum(len(r["response_ids"]) for i in pending for r in parts[i]), "score: tokens",
+                        enabled=config.scoring.progress)
     return _run_parts(parts, lambda i, part: part, _PartWriter(models, config.scoring, writer, config.step, bar),
                       writer, config.scoring.self_check)
 
 
-def _rerender_teacher(row: dict[str, Any], tokenizer: Any, config: ScoreConfig) -> dict[str, Any]:
-    from drift.errors import InputFormatError
+def _context(student: Any, teacher: Any) -> int | None:
+    from drift.models import context_length
 
+    values = [c for c in (context_length(student), context_length(teacher)) if c is not None]
+    return min(values) if values else None
+
+
+def _rerender_teacher(row: dict[str, Any], tokenizer: Any, config: ScoreConfig) -> dict[str, Any]:
     src = row.get("source_prompt")
     if not src:
         raise InputFormatError("--teacher-system-prompt needs the original prompts (rollouts column "
                                "'source_prompt'), which this input lacks; give teacher_prompt per row instead.")
     value = json.loads(src)
     prompt = value if isinstance(value, str) else tuple(value)
-    rec = PromptRecord(id=str(row["prompt_id"]), prompt=prompt)
-    t_text, t_ids = render_prompt(tokenizer, teacher_view(rec, config.teacher_system_prompt),  # type: ignore[arg-type]
-                                  chat=config.chat_template)  # type: ignore[arg-type]
+    t_text, t_ids = render_prompt(tokenizer, prompt, chat=config.chat_template,
+                                  system_prompt=config.teacher_system_prompt)
     return {**row, "teacher_prompt": t_text, "teacher_prompt_ids": t_ids}
 
 
-def _load_pair(student_path: str, teacher_path: str, tokenizer_path: str | None, opts: ScoringOptions,
-               world_path: str | None) -> tuple[Any, Any, Any, Any, Any]:
-    from drift.models import load_model, load_tokenizer
-    from drift.worlds import load_world
-
-    _setup_threads(opts)
-    tokenizer = load_tokenizer(tokenizer_path or student_path)
-    teacher_tok = None if tokenizer_path else load_tokenizer(teacher_path)
-    student = load_model(student_path, device=opts.device, dtype=opts.dtype)
-    teacher = student if teacher_path == student_path else load_model(teacher_path, device=opts.device,
-                                                                       dtype=opts.dtype)
-    world = load_world(world_path) if world_path else None
-    return student, teacher, tokenizer, teacher_tok, world
-
-
 def collect_from_config(config: CollectConfig) -> DriftDataset:
-    """Load models, tokenizer, prompts and world from the paths in ``config`` and run :func:`collect`."""
-    student, teacher, tok, teacher_tok, world = _load_pair(config.student, config.teacher, config.tokenizer,
-                                                           config.scoring, config.world)
+    """Load models, tokenizer, prompts and world from the paths in ``config`` and run :func:`collect`.
+
+    The prompt file and the output folder are checked before any model is loaded.
+    """
+    if config.preset:
+        config = apply_preset(config, preset_values(config.preset))
     prompts = read_prompts(config.prompts, limit=config.max_prompts)
-    return collect(student, teacher, tok, prompts, config, teacher_tokenizer=teacher_tok, world=world)
+    preflight_out(config.out, config.if_exists)
+    mp = load_pair(config.student, config.teacher, tokenizer=config.tokenizer, device=config.scoring.device,
+                   dtype=config.scoring.dtype, num_threads=config.scoring.num_threads, world=config.world)
+    return collect(mp.student, mp.teacher, mp.tokenizer, prompts, config, teacher_tokenizer=mp.teacher_tokenizer,
+                   world=mp.world, own_tokenizers=mp.own_tokenizers if config.tokenizer else None)
 
 
 def score_from_config(config: ScoreConfig) -> DriftDataset:
     """Load models and the rollouts input named in ``config`` and run :func:`score`."""
     from drift.collect.inputs import read_rollouts
 
-    student, teacher, tok, teacher_tok, world = _load_pair(config.student, config.teacher, config.tokenizer,
-                                                           config.scoring, config.world)
-    rows = read_rollouts(config.rollouts, tok, chat=config.chat_template, stop_ids=stop_token_ids(tok, student))
-    return score(student, teacher, tok, rows, config, teacher_tokenizer=teacher_tok, world=world)
+    preflight_out(config.out, config.if_exists)
+    mp = load_pair(config.student, config.teacher, tokenizer=config.tokenizer, device=config.scoring.device,
+                   dtype=config.scoring.dtype, num_threads=config.scoring.num_threads, world=config.world)
+    rows = read_rollouts(config.rollouts, mp.tokenizer, chat=config.chat_template,
+                         stop_ids=stop_token_ids(mp.tokenizer, mp.student))
+    return score(mp.student, mp.teacher, mp.tokenizer, rows, config, teacher_tokenizer=mp.teacher_tokenizer,
+                 world=mp.world, own_tokenizers=mp.own_tokenizers if config.tokenizer else None)

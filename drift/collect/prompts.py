@@ -5,41 +5,38 @@ A prompt file is JSON Lines, one object per prompt::
     {"id": "q1", "prompt": "What is 2+2?", "answer": "4"}
     {"id": "q2", "prompt": [{"role": "user", "content": "Hi"}], "teacher_prompt": [...]}
 
-- ``prompt`` (required): raw text (used as-is) or a list of chat messages (rendered with the tokenizer's chat
-  template, generation prompt appended).
+- ``prompt`` (required): raw text or a list of chat messages. How either becomes token ids (the chat template by
+  default whenever the tokenizer has one; system turns) is decided by :mod:`drift.runtime.prompts`.
 - ``id`` (optional, default: the 0-based line number), ``answer`` (optional, enables a verifier reward),
   ``teacher_prompt`` (optional privileged prompt for the teacher), ``task`` (optional, e.g. ``translate_copy``
   for the oracle world); other keys are kept in ``extra``.
 
 The teacher may see a different prompt (a ``teacher_prompt`` field, or ``--teacher-system-prompt``): scores are
-aligned on the *response* tokens, so prompt lengths may differ freely.
+aligned on the *response* tokens, so prompt lengths may differ freely. Empty prompts are an error.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from drift.errors import InputFormatError
 
 __all__ = [
-    "ChatMode",
     "PromptRecord",
+    "PromptValue",
     "iter_jsonl",
     "parse_prompt_value",
     "raise_input_problems",
     "read_prompts",
-    "render_prompt",
-    "teacher_view",
 ]
 
 Message = dict[str, str]
 PromptValue = str | tuple[Message, ...]
-ChatMode = Literal["auto", "never", "always"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +49,7 @@ class PromptRecord:
     teacher_prompt: PromptValue | None = None
     task: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    id_given: bool = True  # False when the file had no `id` and ``id`` is the line number (not a stable identity)
 
     def source_json(self) -> str:
         """The prompt as given (text or messages), JSON-encoded, so it can be re-rendered later."""
@@ -60,11 +58,18 @@ class PromptRecord:
 
 
 def parse_prompt_value(value: Any, where: str, problems: list[str]) -> PromptValue | None:
+    """A prompt value (text or chat messages) from JSON; problems (wrong type, empty text) are appended."""
     if isinstance(value, str):
+        if not value.strip():
+            problems.append(f"{where}: is empty; every prompt needs some text")
+            return None
         return value
     if isinstance(value, list) and value and all(
         isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in value
     ):
+        if not any(m["content"].strip() for m in value):
+            problems.append(f"{where}: every message is empty; every prompt needs some text")
+            return None
         return tuple({"role": m["role"], "content": m["content"]} for m in value)
     problems.append(f"{where}: must be a string or a non-empty list of {{'role': str, 'content': str}} messages")
     return None
@@ -73,19 +78,31 @@ def parse_prompt_value(value: Any, where: str, problems: list[str]) -> PromptVal
 def iter_jsonl(path: str | os.PathLike[str], problems: list[str]) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) for each non-empty line of a JSON Lines file that holds a JSON object; lines that do
     not are recorded in ``problems`` (so a caller can report every bad line at once) and skipped."""
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                problems.append(f"line {lineno}: not valid JSON ({exc.msg})")
-                continue
-            if not isinstance(obj, dict):
-                problems.append(f"line {lineno}: expected a JSON object, got {type(obj).__name__}")
-                continue
-            yield lineno, obj
+    p = Path(path)
+    if p.is_dir():
+        raise InputFormatError(f"{p} is a folder, not a JSON Lines file; pass the .jsonl file itself")
+    if not p.exists():
+        raise InputFormatError(f"{p} does not exist")
+    with open(p, encoding="utf-8") as fh:
+        try:
+            lines = fh.readlines()
+        except UnicodeDecodeError as exc:
+            raise InputFormatError(
+                f"{p} is not UTF-8 text (byte {exc.start}: {exc.reason}); JSON Lines files must be UTF-8. "
+                f"Re-encode it, e.g. `iconv -f latin1 -t utf-8 {p.name} > fixed.jsonl`."
+            ) from None
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            problems.append(f"line {lineno}: not valid JSON ({exc.msg})")
+            continue
+        if not isinstance(obj, dict):
+            problems.append(f"line {lineno}: expected a JSON object, got {type(obj).__name__}")
+            continue
+        yield lineno, obj
 
 
 def raise_input_problems(path: str | os.PathLike[str], problems: list[str]) -> None:
@@ -104,6 +121,8 @@ def read_prompts(path: str | os.PathLike[str], *, limit: int | None = None) -> l
     path = Path(path)
     if not path.exists():
         raise InputFormatError(f"prompt file {path} does not exist")
+    if path.is_dir():
+        raise InputFormatError(f"prompt file {path} is a folder; pass the .jsonl file itself (--prompts FILE)")
     records: list[PromptRecord] = []
     problems: list[str] = []
     seen: dict[str, int] = {}
@@ -124,7 +143,7 @@ def read_prompts(path: str | os.PathLike[str], *, limit: int | None = None) -> l
             records.append(PromptRecord(
                 id=rid, prompt=prompt, answer=None if answer is None else str(answer),
                 teacher_prompt=teacher, task=obj.get("task"),
-                extra={k: v for k, v in obj.items() if k not in known},
+                extra={k: v for k, v in obj.items() if k not in known}, id_given="id" in obj,
             ))
         if limit is not None and len(records) >= limit:
             break
@@ -132,48 +151,3 @@ def read_prompts(path: str | os.PathLike[str], *, limit: int | None = None) -> l
     if not records:
         raise InputFormatError(f"{path} holds no prompts")
     return records
-
-
-def teacher_view(record: PromptRecord, system_prompt: str | None) -> PromptValue | None:
-    """The teacher's prompt: the record's ``teacher_prompt``, else the student prompt with ``system_prompt``.
-
-    With chat messages the system prompt replaces an existing system message (or is inserted first); with raw
-    text it is prepended, separated by a blank line. Returns None when the teacher sees the student's prompt.
-    """
-    if record.teacher_prompt is not None:
-        return record.teacher_prompt
-    if not system_prompt:
-        return None
-    if isinstance(record.prompt, str):
-        return f"{system_prompt}\n\n{record.prompt}"
-    msgs = [m for m in record.prompt if m["role"] != "system"]
-    return ({"role": "system", "content": system_prompt}, *msgs)
-
-
-def render_prompt(tokenizer: Any, prompt: PromptValue, *, chat: ChatMode = "auto") -> tuple[str, list[int]]:
-    """Render a prompt to (text, token ids) the way the model will see it.
-
-    - messages, or raw text with ``chat="always"``: the tokenizer's chat template with the generation prompt;
-      the template supplies any BOS, so no special tokens are added again;
-    - raw text otherwise: encoded as-is with the tokenizer's special tokens (e.g. BOS).
-
-    Raises:
-        InputFormatError: messages given but the tokenizer has no chat template (or ``chat="never"``).
-    """
-    messages: Sequence[Message] | None
-    if isinstance(prompt, str):
-        messages = [{"role": "user", "content": prompt}] if chat == "always" else None
-    else:
-        messages = prompt
-    if messages is None:
-        ids = list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
-        return prompt, ids  # type: ignore[return-value]
-    if chat == "never" or not getattr(tokenizer, "chat_template", None):
-        raise InputFormatError(
-            "a prompt is a list of chat messages but the tokenizer has no chat template"
-            + (" (--chat-template never)" if chat == "never" else "")
-            + "; give raw text prompts or use a tokenizer with a chat template."
-        )
-    text = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-    ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
-    return text, ids

@@ -8,6 +8,10 @@ identically when a run is resumed.
 A response is the generated tokens up to and including the first stop token (the tokenizer's EOS plus any EOS ids
 in the model's generation config). ``finished`` means a stop token was produced; ``truncated`` means
 ``max_new_tokens`` were produced without one.
+
+Progress: ``on_tokens`` is told, once per decoding step, how many rows produced a response token in that step
+(rows not yet stopped), through a :class:`TokenCounter` stopping criterion that never stops anything and draws no
+random numbers, so the samples are the same with and without it. The counts add up to the summed response lengths.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ from typing import Any
 
 import torch
 
-__all__ = ["Generated", "derive_seed", "sample_responses", "stop_token_ids"]
+from drift.runtime.padding import pad
+
+__all__ = ["Generated", "TokenCounter", "derive_seed", "sample_responses", "stop_token_ids"]
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +65,46 @@ def stop_token_ids(tokenizer: Any, model: Any | None = None) -> list[int]:
     return ids
 
 
+class TokenCounter:
+    """A ``transformers`` stopping criterion that only counts: rows still running at each decoding step.
+
+    ``generate`` calls a stopping criterion once per step, after appending the step's token to ``input_ids``. A row
+    contributes a response token at step t iff no stop token appeared among its first t tokens, so the count of step
+    t is the number of such rows, and summed over steps it is the total response length (stop token included). A
+    row that stops at length n < ``max_new_tokens`` is reported to ``on_early_stop`` with ``max_new_tokens - n``, the
+    part of the rows x ``max_new_tokens`` upper bound it will not generate: sum(on_tokens) + sum(on_early_stop) =
+    rows x max_new_tokens once ``generate`` returns.
+
+    The criterion always answers "not done", reads only ``input_ids[:, -1]`` and consumes no random numbers.
+    """
+
+    def __init__(self, n_rows: int, stop_ids: Sequence[int], max_new_tokens: int, device: torch.device,
+                 on_tokens: Callable[[int], None] | None, on_early_stop: Callable[[int], None] | None = None) -> None:
+        self.stops = torch.as_tensor(sorted(set(int(s) for s in stop_ids)), dtype=torch.long, device=device)
+        self.running = torch.ones(n_rows, dtype=torch.bool, device=device)
+        self.max_new_tokens = int(max_new_tokens)
+        self.steps = 0
+        self.on_tokens, self.on_early_stop = on_tokens, on_early_stop
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor:
+        self.steps += 1
+        stopped = self.running & torch.isin(input_ids[:, -1], self.stops)
+        n_running, n_stopped = torch.stack((self.running.sum(), stopped.sum())).tolist()  # one host sync per step
+        self.running &= ~stopped
+        if n_running and self.on_tokens is not None:
+            self.on_tokens(n_running)
+        left = self.max_new_tokens - self.steps
+        if n_stopped and left > 0 and self.on_early_stop is not None:
+            self.on_early_stop(n_stopped * left)
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+
 @torch.inference_mode()
 def sample_responses(model: Any, prompts: Sequence[Sequence[int]], *, stop_ids: Sequence[int], pad_id: int,
                      max_new_tokens: int, temperature: float = 1.0, top_p: float = 1.0, batch_size: int = 32,
-                     seed: int = 0, on_batch: Callable[[int], None] | None = None) -> list[Generated]:
+                     seed: int = 0, on_batch: Callable[[int], None] | None = None,
+                     on_tokens: Callable[[int], None] | None = None,
+                     on_early_stop: Callable[[int], None] | None = None) -> list[Generated]:
     """Sample one response per prompt (repeat a prompt to get several samples).
 
     Args:
@@ -76,8 +118,12 @@ def sample_responses(model: Any, prompts: Sequence[Sequence[int]], *, stop_ids: 
         batch_size: prompts per ``generate`` call.
         seed: base seed; batch i is seeded with ``derive_seed(seed, i)``.
         on_batch: progress callback, called with the number of responses done in each batch.
+        on_tokens: token-level progress, called once per decoding step with the number of response tokens that step
+            produced (rows not yet stopped); the calls add up to the summed response lengths.
+        on_early_stop: called when rows stop before ``max_new_tokens``, with the tokens of the
+            ``len(prompts) x max_new_tokens`` upper bound they leave unused (to shrink a progress total live).
     """
-    from transformers import GenerationConfig
+    from transformers import GenerationConfig, StoppingCriteriaList
 
     if not stop_ids:
         raise ValueError("no stop token: the tokenizer has no EOS; set tokenizer.eos_token")
@@ -91,14 +137,14 @@ def sample_responses(model: Any, prompts: Sequence[Sequence[int]], *, stop_ids: 
     out: list[Generated] = []
     for bi, lo in enumerate(range(0, len(prompts), batch_size)):
         rows = [list(p) for p in prompts[lo: lo + batch_size]]
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), int(pad_id), dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, width - len(r):] = torch.as_tensor(r, dtype=torch.long)
-            mask[i, width - len(r):] = 1
+        ids, mask = pad(rows, int(pad_id), side="left", device=device)
+        width = ids.shape[1]
+        extra: dict[str, Any] = {}
+        if on_tokens is not None or on_early_stop is not None:
+            counter = TokenCounter(len(rows), stop_ids, max_new_tokens, device, on_tokens, on_early_stop)
+            extra["stopping_criteria"] = StoppingCriteriaList([counter])
         torch.manual_seed(derive_seed(seed, bi))
-        seq = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=gen_cfg)
+        seq = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen_cfg, **extra)
         new = seq[:, width:].cpu().tolist()
         for toks in new:
             resp: list[int] = []

@@ -7,6 +7,18 @@ tiles of ``vocab_chunk`` ids with an online softmax (:func:`drift.collect.metric
 reduced at once. Peak memory is therefore the body's own plus O(chunk_size x vocab_chunk): never batch x length x
 vocab, not even chunk x vocab.
 
+Precision: one precision per log-softmax. A tile holds x_v = transform(h . W_v (+ b_v)) / T for its ids, where the
+matrix product runs in the model's dtype (bfloat16 for a bfloat16 model: float32 accumulation, one rounding) and is
+then upcast to float32 for the transform, the temperature and every reduction. The realized token's logit x_y is
+gathered from the tile that holds y, so
+
+    log p(y) = x_y - log sum_v e^(x_v)
+
+is computed from one set of values and is never above 0; KL, entropies and the top-k come from the same values.
+This equals the model's own ``model(...).logits`` (in its dtype, upcast) followed by a float32 log-softmax. The
+teacher rank alone uses an anchor computed ahead of the tiles (:meth:`LMHead.target_logits`, rounded like a tile)
+and may differ at one-ulp near-ties.
+
 Alignment: response token j of a rollout whose prompt has P tokens is predicted by the hidden state at index
 ``P + j - 1`` of that model's input. Student and teacher prompts may differ in length (privileged teacher
 prompts); both index into their own inputs, so the pairing is by response position.
@@ -25,6 +37,7 @@ from torch import Tensor
 
 from drift.collect import metrics as m
 from drift.errors import AlignmentError
+from drift.runtime.padding import pad
 
 __all__ = ["LMHead", "ScoringItem", "derived_metrics", "gather_response_hidden", "pad_right", "score_items"]
 
@@ -114,14 +127,23 @@ class LMHead:
             out_C_V.copy_(torch.nn.functional.linear(hidden_C_D, w, bias))
         return self._transform_(out_C_V)
 
-    def target_logits(self, hidden_C_D: Tensor, targets_C: Tensor) -> Tensor:
-        """Logit of each row's target id, float32: (C,) (one dot product per row, no (C, V) product)."""
+    def target_logits(self, hidden_C_D: Tensor, targets_C: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+        """Logit of each row's target id as :meth:`logits_into` writes it into a ``dtype`` tile: (C,).
+
+        One dot product per row (no (C, V) product), accumulated in at least float32, then rounded to the dtype the
+        head's matrix product returns (bfloat16 for a bfloat16 model), cast to ``dtype`` and transformed there, the
+        same steps a tile goes through. It is an *estimate* of the tile value: the two accumulation orders may round
+        to neighbouring values (one unit in the last place), so the scorer uses it only as the rank anchor and takes
+        every other number from the tiles.
+        """
         w = self.head.weight[targets_C]
-        out = (hidden_C_D.float() * w.float()).sum(dim=-1)
+        acc = torch.promote_types(torch.promote_types(hidden_C_D.dtype, w.dtype), torch.float32)
+        out = (hidden_C_D.to(acc) * w.to(acc)).sum(dim=-1)
         bias = getattr(self.head, "bias", None)
         if bias is not None:
-            out = out + bias[targets_C].float()
-        return self._transform_(out)
+            out = out + bias[targets_C].to(acc)
+        matmul_dtype = torch.promote_types(hidden_C_D.dtype, w.dtype)
+        return self._transform_(out.to(matmul_dtype).to(dtype))
 
     @torch.inference_mode()
     def check_parity(self, input_ids: Sequence[int], atol: float = 1e-3) -> float:
@@ -141,14 +163,8 @@ class LMHead:
 
 
 def pad_right(rows: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    """Right-pad token id rows into (B, L) ids and a 0/1 attention mask."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.as_tensor(list(r), dtype=torch.long)
-        mask[i, : len(r)] = 1
-    return ids.to(device), mask.to(device)
+    """Right-pad token id rows into (B, L) ids and a 0/1 attention mask (alias of :func:`drift.runtime.padding.pad`)."""
+    return pad(rows, pad_id, side="right", device=device)
 
 
 def gather_response_hidden(lm: LMHead, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]],
@@ -181,10 +197,12 @@ def _tile_stats(s_lm: LMHead, t_lm: LMHead, hidden_s: Tensor, hidden_t: Tensor, 
             return out.div_(temperature) if temperature != 1.0 else out
         return fill
 
-    ts = s_lm.target_logits(hidden_s, targets) / temperature
-    tt = t_lm.target_logits(hidden_t, targets) / temperature
-    return m.vocab_stats_tiled(make(s_lm, hidden_s), make(t_lm, hidden_t), ts, tt, targets, vocab_size,
-                               vocab_chunk=vocab_chunk, topk=topk, buffers=buffers)
+    tile_dtype = buffers[0].dtype if buffers is not None else torch.float32
+    anchor = t_lm.target_logits(hidden_t, targets, tile_dtype)
+    if temperature != 1.0:
+        anchor.div_(temperature)
+    return m.vocab_stats_tiled(make(s_lm, hidden_s), make(t_lm, hidden_t), targets, vocab_size,
+                               rank_anchor_P=anchor, vocab_chunk=vocab_chunk, topk=topk, buffers=buffers)
 
 
 def _batches(items: Sequence[ScoringItem], max_batch_tokens: int) -> list[list[int]]:
@@ -209,8 +227,8 @@ def _batches(items: Sequence[ScoringItem], max_batch_tokens: int) -> list[list[i
 @torch.inference_mode()
 def score_items(student: Any, teacher: Any, items: Sequence[ScoringItem], *, chunk_size: int = 1024,
                 vocab_chunk: int = 2048, topk: int = 16, max_batch_tokens: int = 16384, vocab_size: int | None = None,
-                temperature: float = 1.0, teacher_offset: int = 0,
-                on_batch: Callable[[int], None] | None = None) -> list[dict[str, np.ndarray]]:
+                temperature: float = 1.0, teacher_offset: int = 0, on_batch: Callable[[int], None] | None = None,
+                on_tokens: Callable[[int], None] | None = None) -> list[dict[str, np.ndarray]]:
     """Score every response token of ``items`` with both models; return one dict of (T,) arrays per item.
 
     Args:
@@ -227,6 +245,8 @@ def score_items(student: Any, teacher: Any, items: Sequence[ScoringItem], *, chu
         temperature: logits of both models are divided by it before normalization (1.0 = the models' own).
         teacher_offset: read the teacher's hidden state ``offset`` positions late (alignment self-check only).
         on_batch: called with the number of rollouts after each batch (progress bars).
+        on_tokens: called after each chunk of positions with the number of response tokens it scored (token-level
+            progress); the calls add up to the total number of response tokens of ``items``.
 
     Returns:
         Per item: the :data:`VOCAB_COLUMNS` plus the sampled-token metrics of :func:`derived_metrics`.
@@ -263,9 +283,11 @@ def score_items(student: Any, teacher: Any, items: Sequence[ScoringItem], *, chu
         for lo in range(0, n, chunk):
             hi = min(n, lo + chunk)
             stats = _tile_stats(s_lm, t_lm, hidden_s[lo:hi], hidden_t[lo:hi], targets[lo:hi], vocab_size, vc,
-                                topk, temperature, buffers if hi - lo == chunk else None)
+                                topk, temperature, buffers)
             for k in VOCAB_COLUMNS:
                 cols[k].append(stats[k].cpu())
+            if on_tokens is not None:
+                on_tokens(hi - lo)
         flat = {k: torch.cat(v).numpy() for k, v in cols.items()}
         lengths = [len(r) for r in responses]
         derived = derived_metrics(flat["student_logprob"], flat["teacher_logprob"], lengths)

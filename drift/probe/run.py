@@ -53,14 +53,18 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import torch
-from tqdm.auto import tqdm
 
 from drift import __version__
-from drift.collect.prompts import PromptRecord, read_prompts, render_prompt, teacher_view
+from drift.collect.guards import check_stored_tokenizer, dataset_tokenizer_identity
+from drift.collect.prompts import PromptRecord, read_prompts
 from drift.collect.rollouts import Generated, derive_seed, sample_responses, stop_token_ids
 from drift.config import config_to_dict, git_sha
 from drift.errors import DatasetError
 from drift.probe.config import ProbeConfig, resolve_config
+from drift.progress import make_progress
+from drift.runtime.checks import preflight_out
+from drift.runtime.padding import pad_id_for
+from drift.runtime.prompts import PromptStyle, render_record
 from drift.store import DatasetWriter, DriftDataset, open_dataset
 from drift.verifiers import get_verifier
 
@@ -90,7 +94,7 @@ CONTINUATION_SCHEMA = pa.schema([
 
 # Settings that do not change the rows (may differ on resume).
 _NOT_IDENTITY = ("if_exists", "progress", "num_threads", "n_boot", "ci", "out", "self_check", "chunk_size",
-                 "max_batch_tokens", "topk", "score_temperature")
+                 "max_batch_tokens", "topk", "score_temperature", "cluster", "min_clusters")  # analysis-only
 
 
 # ------------------------------------------------------------------------------------------------ cut geometry
@@ -157,14 +161,13 @@ def _records(rows: Sequence[dict[str, Any]], prompts_path: str | None, world: An
 
 def _teacher_prompts(rows: list[dict[str, Any]], records: dict[str, PromptRecord], tokenizer: Any,
                      system_prompt: str | None, chat: str) -> None:
-    """Re-render each row's teacher prompt with ``system_prompt`` (in place)."""
+    """Re-render each row's teacher prompt with ``system_prompt`` as the teacher's system turn (in place)."""
     cache: dict[str, list[int]] = {}
+    style = PromptStyle(chat, None, system_prompt)
     for r in rows:
         pid = str(r["prompt_id"])
         if pid not in cache:
-            view = teacher_view(records[pid], system_prompt)
-            cache[pid] = list(r["student_prompt_ids"]) if view is None else render_prompt(
-                tokenizer, view, chat=chat)[1]  # type: ignore[arg-type]
+            cache[pid] = render_record(records[pid], tokenizer, style).teacher_ids
         r["teacher_prompt_ids"] = cache[pid]
 
 
@@ -334,12 +337,13 @@ def probe(student: Any, teacher: Any, tokenizer: Any, dataset: DriftDataset | st
         torch.set_num_threads(cfg.scoring.num_threads)
     check_pair(student, teacher, tokenizer, teacher_tokenizer)
     rows = _read_rollouts(ds, cfg.max_rollouts)
+    check_stored_tokenizer(dataset_tokenizer_identity(ds.config), tokenizer, rows, where=f"dataset {ds.root}")
     records = _records(rows, cfg.prompts, world)
     if cfg.teacher_system_prompt is not None:
         _teacher_prompts(rows, records, tokenizer, cfg.teacher_system_prompt, cfg.chat_template or "auto")
     stops = stop_token_ids(tokenizer, student)
     stops += [s for s in stop_token_ids(tokenizer, teacher) if s not in stops]
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
+    pad_id = pad_id_for(tokenizer, stops)
     cuts = [cut_points(response_body_len(r["response_ids"], stops), cfg.ratios) for r in rows]
     cut_frame = pd.DataFrame({"run_id": [r["run_id"] for r in rows for _ in cfg.ratios],
                               "prompt_id": [str(r["prompt_id"]) for r in rows for _ in cfg.ratios],
@@ -379,8 +383,8 @@ def probe(student: Any, teacher: Any, tokenizer: Any, dataset: DriftDataset | st
                            identity=identity, tables=("continuations",))
     pending = [p for p in range(len(parts)) if p not in writer.completed_parts]
     n_pending = sum(len(rows[parts[p]: parts[p] + per]) for p in pending)
-    bar = tqdm(total=n_pending * len(cfg.ratios) * cfg.continuations * 2, desc="probe", unit="cont",
-               disable=not cfg.scoring.progress)
+    bar = make_progress(n_pending * len(cfg.ratios) * cfg.continuations * 2, "probe: continuations", unit="cont",
+                        enabled=cfg.scoring.progress)
     try:
         for p in pending:
             lo = parts[p]
@@ -398,31 +402,18 @@ def probe(student: Any, teacher: Any, tokenizer: Any, dataset: DriftDataset | st
 
 
 def _load(cfg: ProbeConfig) -> tuple[Any, Any, Any, Any, Any]:
-    from drift.models import load_model, load_tokenizer
-    from drift.worlds import load_world
+    from drift.runtime.loading import load_pair
 
-    if cfg.scoring.num_threads is not None:
-        torch.set_num_threads(cfg.scoring.num_threads)
-    student_path, teacher_path = cfg.student, cfg.teacher
-    tokenizer = load_tokenizer(cfg.tokenizer or student_path)  # type: ignore[arg-type]
-    teacher_tok = None if cfg.tokenizer else load_tokenizer(teacher_path)  # type: ignore[arg-type]
-    student = load_model(student_path, device=cfg.scoring.device, dtype=cfg.scoring.dtype)  # type: ignore
-    teacher = student if teacher_path == student_path else load_model(
-        teacher_path, device=cfg.scoring.device, dtype=cfg.scoring.dtype)  # type: ignore[arg-type]
-    world = load_world(cfg.world) if cfg.world else None
-    return student, teacher, tokenizer, teacher_tok, world
+    mp = load_pair(cfg.student, cfg.teacher, tokenizer=cfg.tokenizer, device=cfg.scoring.device,  # type: ignore
+                   dtype=cfg.scoring.dtype, num_threads=cfg.scoring.num_threads, world=cfg.world)
+    return mp.student, mp.teacher, mp.tokenizer, mp.teacher_tokenizer, mp.world
 
 
 def probe_from_config(config: ProbeConfig) -> DriftDataset:
     """Load the models, tokenizer and world named in ``config`` (or in the dataset) and run :func:`probe`."""
     ds = open_dataset(config.dataset)
     cfg = resolve_config(config, ds.config)
-    out = Path(cfg.out)  # type: ignore[arg-type]
-    if cfg.if_exists == "fail" and out.exists() and any(out.iterdir()):  # fail before loading models
-        from drift.errors import DatasetExistsError
-
-        raise DatasetExistsError(f"{out} already exists and is not empty. Pass --if-exists overwrite to replace "
-                                 "it, --if-exists resume to complete an interrupted probe, or choose another --out.")
+    preflight_out(cfg.out, cfg.if_exists)  # type: ignore[arg-type]  # fail before loading models
     student, teacher, tokenizer, teacher_tok, world = _load(cfg)
     return probe(student, teacher, tokenizer, ds, cfg, world=world, teacher_tokenizer=teacher_tok)
 
@@ -441,6 +432,7 @@ def run_probe(config: ProbeConfig) -> ProbeRun:
     from drift.probe.analysis import analyze
 
     ds = probe_from_config(config)
-    analysis = analyze(ds, n_boot=config.n_boot, ci=config.ci, seed=config.seed)
+    analysis = analyze(ds, n_boot=config.n_boot, ci=config.ci, seed=config.seed, cluster=config.cluster,
+                       min_clusters=config.min_clusters)
     analysis.write(ds.root)
     return ProbeRun(ds, analysis)

@@ -24,15 +24,14 @@ import pandas as pd
 import pyarrow as pa
 
 from drift.errors import DatasetError, SchemaError
-from drift.schema import TOKEN_COLUMNS, validate_schema
+from drift.schema import ROLLOUT_KEY, TOKEN_COLUMNS, validate_schema
 from drift.store import DriftDataset, open_dataset
 
 __all__ = ["ROLLOUT_KEY", "TokenSource", "numeric_columns", "open_tokens"]
 
 log = logging.getLogger(__name__)
 
-# A rollout is identified by these four columns (tokens of one rollout share them).
-ROLLOUT_KEY: tuple[str, ...] = ("run_id", "step", "prompt_id", "sample_id")
+# ROLLOUT_KEY (re-exported) and the cluster keys are defined once, in drift.schema.
 _MEMORY_RE = re.compile(r"^\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*$", re.IGNORECASE)
 _SCHEMA_NAMES = {c.name for c in TOKEN_COLUMNS}
 
@@ -112,16 +111,15 @@ def _schema_problems(schema: pa.Schema, required: Sequence[str], metrics: Sequen
         problems.extend(exc.problems)
     present = {f.name: f for f in schema}
     missing_metrics = [m for m in metrics if m not in present]
-    for m in metrics:
-        if m in present and not _is_numeric(present[m].type) and m in _SCHEMA_NAMES:
-            continue  # already reported by validate_schema as a wrong type family
-        if m in present and not _is_numeric(present[m].type):
-            problems.append(f"metric {m!r} has type {present[m].type}; metrics must be numeric (int, float, bool)")
-    if missing_metrics:
+    # Metrics are not type-checked by validate_schema above (they are not in its ``required``): check them here.
+    wrong_type = [m for m in metrics if m in present and not _is_numeric(present[m].type)]
+    for m in wrong_type:
+        problems.append(f"metric {m!r} is a {present[m].type} column; metrics must be numeric (int, float, bool)")
+    if missing_metrics or wrong_type:
         avail = ", ".join(numeric_columns(schema)) or "none"
         for m in missing_metrics:
             problems.append(f"unknown metric {m!r}: no such column")
-        problems.append(f"numeric columns available as metrics: {avail}")
+        problems.append(f"numeric columns available as metrics (pass one to --metric): {avail}")
     return problems
 
 
@@ -167,6 +165,7 @@ def open_tokens(source: str | os.PathLike[str] | DriftDataset | pd.DataFrame | p
         if not files:
             raise DatasetError(f"{dataset.root} has no token parquet parts (tokens/part-*.parquet); "
                                "run `drift collect`/`drift score` first or check the path.")
+        dataset.check()  # damaged parts -> DamagedPartError naming each file and the repair command
         pds = dataset.dataset("tokens")
         schema, n_rows = pds.schema, int(pds.count_rows())
     else:

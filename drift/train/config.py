@@ -15,7 +15,6 @@ initial student.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,6 @@ LOSSES = ("sampled", "full_kl")
 LR_SCHEDULES = ("constant", "cosine")
 IF_EXISTS = ("fail", "overwrite")
 VERIFIERS = ("auto", "none", "answer", "numeric", "exact", "world")
-_PATH_FIELDS = ("student", "teacher", "prompts", "heldout_prompts", "world")
 
 
 @dataclass(frozen=True)
@@ -76,9 +74,11 @@ class TrainConfig:
     collect_samples: int = opt(4, "rollouts per prompt per drift collection")
     save_every: int = opt(0, "save a checkpoint every N steps (0 = only the final one)")
     if_exists: str = opt("fail", "when OUT already holds a run: fail, or overwrite it", choices=IF_EXISTS)
-    teacher_system_prompt: str | None = opt(None, "privileged system prompt only the teacher sees")
-    chat_template: str = opt("auto", "auto: chat messages use the template, text is raw; always: wrap text as a "
-                                     "user message; never: no template", choices=CHAT_MODES)
+    teacher_system_prompt: str | None = opt(None, "the teacher's system turn (privileged; replaces the template's "
+                                                  "default system prompt for the teacher only)")
+    chat_template: str = opt("auto", "auto: apply the tokenizer's chat template whenever it has one (a text prompt "
+                                     "becomes one user turn); never: raw text; always: require a template",
+                             choices=CHAT_MODES)
     verifier: str = opt("auto", "reward verifier for accuracy: auto, none, answer, numeric, exact, world",
                         choices=VERIFIERS)
     gen_batch_size: int = opt(64, "rollouts per generate() call")
@@ -147,20 +147,6 @@ def resolve_preset(cfg: TrainConfig) -> TrainConfig:
     """
     if cfg.preset is None:
         return cfg
-    values = train_preset_values(cfg.preset)
-    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-    scoring_defaults = {f.name: f.default for f in dataclasses.fields(ScoringOptions)}
-    top: dict[str, Any] = {}
-    nested: dict[str, Any] = {}
-    for key, value in values.items():
-        if key in _PATH_FIELDS:
-            if not getattr(cfg, key):
-                top[key] = value
-        elif key in defaults:
-            if getattr(cfg, key) == defaults[key]:
-                top[key] = value
-        elif key in scoring_defaults and getattr(cfg.scoring, key) == scoring_defaults[key]:
-            nested[key] = value
-    if nested:
-        top["scoring"] = dataclasses.replace(cfg.scoring, **nested)
-    return dataclasses.replace(cfg, **top)
+    from drift.presets import apply_preset
+
+    return apply_preset(cfg, train_preset_values(cfg.preset))

@@ -18,14 +18,14 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from drift.collect.prompts import PromptRecord, render_prompt, teacher_view
+from drift.collect.prompts import PromptRecord
 from drift.collect.rollouts import derive_seed, sample_responses
 from drift.collect.scoring import ScoringItem, score_items
+from drift.runtime.prompts import PromptStyle, RenderedPrompt, check_context, render_records
 
 __all__ = ["EVAL_SEED_STREAM", "RenderedPrompt", "evaluate", "mean_reward", "prompt_indices", "render_prompts",
            "rewards"]
@@ -37,25 +37,17 @@ EVAL_SEED_STREAM = -1
 _ORDER_STREAM = -2  # seed stream of the per-epoch prompt permutations
 
 
-@dataclass(frozen=True)
-class RenderedPrompt:
-    """A prompt record with the token ids each model reads."""
-
-    record: PromptRecord
-    student_ids: list[int]
-    teacher_ids: list[int]
-
-
 def render_prompts(records: Sequence[PromptRecord], tokenizer: Any, *, chat_template: str = "auto",
-                   teacher_system_prompt: str | None = None) -> list[RenderedPrompt]:
-    """Render each record for the student and (with its privileged prompt, if any) for the teacher."""
-    out = []
-    for rec in records:
-        _, s_ids = render_prompt(tokenizer, rec.prompt, chat=chat_template)  # type: ignore[arg-type]
-        t_prompt = teacher_view(rec, teacher_system_prompt)
-        t_ids = s_ids if t_prompt is None else render_prompt(tokenizer, t_prompt,
-                                                             chat=chat_template)[1]  # type: ignore[arg-type]
-        out.append(RenderedPrompt(rec, list(s_ids), list(t_ids)))
+                   teacher_system_prompt: str | None = None, student_system_prompt: str | None = None,
+                   context: int | None = None, max_new_tokens: int = 0) -> list[RenderedPrompt]:
+    """Render each record for the student and (privileged prompt and system turns applied) for the teacher,
+    through the one renderer of :mod:`drift.runtime.prompts`; with a ``context``, every prompt plus
+    ``max_new_tokens`` must fit (:class:`~drift.errors.PromptTooLongError`)."""
+    style = PromptStyle(chat_template, student_system_prompt, teacher_system_prompt)
+    out = render_records(records, tokenizer, style)
+    for rp in out:
+        check_context(rp.student_ids, max_new_tokens, context, what=f"prompt {rp.record.id!r} (student)")
+        check_context(rp.teacher_ids, max_new_tokens, context, what=f"prompt {rp.record.id!r} (teacher)")
     return out
 
 

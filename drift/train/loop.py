@@ -46,6 +46,7 @@ from drift.collect.rollouts import derive_seed, sample_responses, stop_token_ids
 from drift.collect.scoring import LMHead, gather_response_hidden
 from drift.config import save_config
 from drift.errors import ConfigError
+from drift.runtime.padding import pad_id_for
 from drift.train.config import TrainConfig, resolve_preset
 from drift.train.evaluate import RenderedPrompt, evaluate, mean_reward, prompt_indices, render_prompts, rewards
 from drift.train.loss import opd_full_kl_loss, opd_sampled_loss, sampled_stats, token_logprobs
@@ -177,15 +178,18 @@ def train(student: Any, teacher: Any, tokenizer: Any, train_prompts: Sequence[Pr
         teacher = copy.deepcopy(student).requires_grad_(False)
     pair = check_pair(student, teacher, tokenizer, teacher_tokenizer)
     s_model, t_model = _Model(student, pair.shared_vocab), _Model(teacher, pair.shared_vocab)
-    train_r = render_prompts(train_prompts, tokenizer, chat_template=config.chat_template,
-                             teacher_system_prompt=config.teacher_system_prompt)
-    heldout_r = render_prompts(heldout_prompts, tokenizer, chat_template=config.chat_template,
-                               teacher_system_prompt=config.teacher_system_prompt)
+    from drift.models import context_length
+
+    contexts = [c for c in (context_length(student), context_length(teacher)) if c is not None]
+    render = {"chat_template": config.chat_template, "teacher_system_prompt": config.teacher_system_prompt,
+              "context": min(contexts) if contexts else None, "max_new_tokens": config.max_new_tokens}
+    train_r = render_prompts(train_prompts, tokenizer, **render)
+    heldout_r = render_prompts(heldout_prompts, tokenizer, **render)
     s_model.lm.check_parity(train_r[0].student_ids)
     t_model.lm.check_parity(train_r[0].teacher_ids)
     verifier = get_verifier(config.verifier, world=world, tokenizer=tokenizer)
     stops = stop_token_ids(tokenizer, student)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
+    pad_id = pad_id_for(tokenizer, stops)
     gen = {"stop_ids": stops, "pad_id": pad_id, "max_new_tokens": config.max_new_tokens,
            "temperature": config.temperature, "top_p": config.top_p, "batch_size": config.gen_batch_size}
 
@@ -286,21 +290,16 @@ def load_setup(config: TrainConfig) -> TrainSetup:
     small updates); the teacher in the scoring dtype. A teacher path equal to the student's is loaded twice,
     so the teacher stays frozen.
     """
-    from drift.models import load_model, load_tokenizer
-    from drift.worlds import load_world
+    from drift.runtime.loading import load_pair
 
     config = resolve_preset(config)
     opts = config.scoring
-    if opts.num_threads is not None:
-        torch.set_num_threads(opts.num_threads)
-    tokenizer = load_tokenizer(config.tokenizer or config.student)
-    teacher_tok = None if config.tokenizer else load_tokenizer(config.teacher)
-    student_dtype = "float32" if opts.dtype == "auto" else opts.dtype
-    student = load_model(config.student, device=opts.device, dtype=student_dtype)
-    teacher = load_model(config.teacher, device=opts.device, dtype=opts.dtype)
-    world = load_world(config.world) if config.world else None
-    return TrainSetup(student, teacher, tokenizer, read_prompts(config.prompts), read_prompts(config.heldout_prompts),
-                      world, teacher_tok)
+    train_prompts, heldout_prompts = read_prompts(config.prompts), read_prompts(config.heldout_prompts)
+    mp = load_pair(config.student, config.teacher, tokenizer=config.tokenizer, device=opts.device, dtype=opts.dtype,
+                   student_dtype="float32" if opts.dtype == "auto" else opts.dtype, num_threads=opts.num_threads,
+                   world=config.world, share=False)
+    return TrainSetup(mp.student, mp.teacher, mp.tokenizer, train_prompts, heldout_prompts, mp.world,
+                      mp.teacher_tokenizer)
 
 
 def train_from_config(config: TrainConfig, *, setup: TrainSetup | None = None,

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from drift.config import Checks, config_to_dict, opt
+from drift.runtime.padding import pad as pad_rows
 from drift.worlds.translate_copy import TranslateCopyWorld
 
 __all__ = [
@@ -119,22 +120,10 @@ def n_parameters(model: torch.nn.Module) -> int:
 
 
 # -------------------------------------------------------------------------------------------------- data
-def _pad(seqs: Sequence[Sequence[int]], pad: int, *, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pad token-id lists to one tensor; returns ``(ids_B_L, attention_mask_B_L)``."""
-    L = max(len(s) for s in seqs)
-    ids_B_L = torch.full((len(seqs), L), pad, dtype=torch.long)
-    mask_B_L = torch.zeros((len(seqs), L), dtype=torch.long)
-    for b, s in enumerate(seqs):
-        span = slice(L - len(s), L) if left else slice(0, len(s))
-        ids_B_L[b, span] = torch.as_tensor(list(s), dtype=torch.long)
-        mask_B_L[b, span] = 1
-    return ids_B_L, mask_B_L
-
-
 def _sft_batch(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]],
                pad: int) -> dict[str, torch.Tensor]:
     """Right-padded ``input_ids``/``attention_mask``/``labels`` with the loss on response tokens only."""
-    ids_B_L, mask_B_L = _pad([[*p, *r] for p, r in zip(prompts, responses, strict=True)], pad)
+    ids_B_L, mask_B_L = pad_rows([[*p, *r] for p, r in zip(prompts, responses, strict=True)], pad, side="right")
     labels_B_L = torch.full_like(ids_B_L, -100)
     for b, (p, r) in enumerate(zip(prompts, responses, strict=True)):
         labels_B_L[b, len(p):len(p) + len(r)] = torch.as_tensor(list(r), dtype=torch.long)
@@ -282,7 +271,7 @@ def sample_rollouts(model: Any, prompts: Sequence[Sequence[int]], *, eos: int, p
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for i in range(0, len(prompts), batch_size):
-            ids_B_L, mask_B_L = _pad(prompts[i:i + batch_size], pad, left=True)
+            ids_B_L, mask_B_L = pad_rows(prompts[i:i + batch_size], pad, side="left")
             kwargs: dict[str, Any] = {"do_sample": do_sample}
             if do_sample:
                 kwargs.update(temperature=1.0, top_k=0, top_p=1.0)

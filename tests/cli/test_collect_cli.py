@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -84,3 +86,18 @@ def test_help_mentions_examples(capsys):
     with pytest.raises(SystemExit):
         main(["collect", "--help"])
     assert "--preset toy" in capsys.readouterr().out
+
+
+def test_tokenizer_only_folder_is_accepted_and_prints_what_each_model_saw(tmp_path, capsys):
+    from drift.presets import preset_values
+
+    toy = preset_values("toy")
+    out = tmp_path / "tok"
+    code = main(["collect", "--preset", "toy", "--tokenizer", str(Path(toy["student"]).parent / "tokenizer"),
+                 "--out", str(out), "--max-prompts", "2", "--samples-per-prompt", "1", "--progress", "false"])
+    stdout = capsys.readouterr().out
+    assert code == 0
+    assert "as the student saw it" in stdout and "the teacher saw the same prompt" in stdout
+    ds = open_dataset(out)
+    assert ds.config["rendered_example"]["student"].endswith("<sep>")  # no template: raw text under auto
+    assert ds.config["tokenizer"]["vocab_hash"] == ds.metadata["vocab_hash"]

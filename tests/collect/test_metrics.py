@@ -116,7 +116,7 @@ def test_tiled_vocab_stats_match_float64_reference(rng: np.random.Generator, voc
     def ft(v0: int, v1: int, out: torch.Tensor) -> torch.Tensor:
         return out.copy_(t[:, v0:v1])
 
-    got = m.vocab_stats_tiled(fs, ft, s.gather(1, y[:, None])[:, 0], t.gather(1, y[:, None])[:, 0], y, vocab,
+    got = m.vocab_stats_tiled(fs, ft, y, vocab, rank_anchor_P=t.gather(1, y[:, None])[:, 0],
                               vocab_chunk=vocab_chunk, topk=k)
     ref = m.vocab_stats(s.double(), t.double(), y, topk=k)
     for key in ("student_logprob", "teacher_logprob", "student_entropy", "teacher_entropy", "kl_reverse",
@@ -126,3 +126,37 @@ def test_tiled_vocab_stats_match_float64_reference(rng: np.random.Generator, voc
     np.testing.assert_array_equal(got["student_argmax"].numpy(), ref["student_argmax"].numpy())
     np.testing.assert_array_equal(got["teacher_argmax"][1:].numpy(), ref["teacher_argmax"][1:].numpy())  # row 0 ties
     np.testing.assert_allclose(got["topk_overlap"][1:].numpy(), ref["topk_overlap"][1:].numpy())
+
+
+def _fill(x: torch.Tensor):
+    def f(v0: int, v1: int, out: torch.Tensor) -> torch.Tensor:
+        return out.copy_(x[:, v0:v1])
+    return f
+
+
+def test_tiled_takes_every_value_but_the_rank_from_the_tiles(rng: np.random.Generator) -> None:
+    """A wrong rank anchor changes the rank only: log-probs, entropies and KL come from the tile values."""
+    s = torch.as_tensor(rng.normal(0, 3, (6, 70)), dtype=torch.float32)
+    t = torch.as_tensor(rng.normal(0, 3, (6, 70)), dtype=torch.float32)
+    y = torch.as_tensor(rng.integers(0, 70, 6))
+    exact = t.gather(1, y[:, None])[:, 0]
+    good = m.vocab_stats_tiled(_fill(s), _fill(t), y, 70, rank_anchor_P=exact, vocab_chunk=16)
+    bad = m.vocab_stats_tiled(_fill(s), _fill(t), y, 70, rank_anchor_P=exact + 0.5, vocab_chunk=16)
+    for key in ("student_logprob", "teacher_logprob", "student_entropy", "teacher_entropy", "kl_reverse",
+                "kl_forward", "topk_overlap"):
+        assert torch.equal(good[key], bad[key]), key
+    assert (bad["teacher_rank"] <= good["teacher_rank"]).all()
+
+
+def test_tiled_confident_rows_never_give_a_positive_logprob_and_identical_rows_give_zero() -> None:
+    """Large logits (ulp of a bfloat16 logit around 0.1): log p(y) <= 0 and self-KL = 0, exactly."""
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(32, 300, generator=g) * 3).to(torch.bfloat16).float()
+    x[:, 7] += 40.0  # a confident target
+    x = x.to(torch.bfloat16).float()
+    y = torch.full((32,), 7)
+    got = m.vocab_stats_tiled(_fill(x), _fill(x.clone()), y, 300, rank_anchor_P=x[:, 7], vocab_chunk=64)
+    assert (got["student_logprob"] <= 0).all() and (got["teacher_logprob"] <= 0).all()
+    assert torch.equal(got["student_logprob"], got["teacher_logprob"])
+    assert float(got["kl_reverse"].abs().max()) == 0.0 and float(got["kl_forward"].abs().max()) == 0.0
+    assert (got["teacher_rank"] == 0).all()

@@ -94,7 +94,8 @@ def test_same_seed_same_rows(collected, tiny_pair, tiny_tokenizer, tmp_path):
     again = collect(*tiny_pair, tiny_tokenizer, _prompts(), _cfg(tmp_path / "again"))
     a = collected.to_pandas("tokens").sort_values(KEY).reset_index(drop=True)
     b = again.to_pandas("tokens").sort_values(KEY).reset_index(drop=True)
-    pd.testing.assert_frame_equal(a.drop(columns="run_id"), b.drop(columns="run_id"))
+    # run_id names the output folder, and prompt_key = run_id + prompt id: both differ by construction
+    pd.testing.assert_frame_equal(a.drop(columns=["run_id", "prompt_key"]), b.drop(columns=["run_id", "prompt_key"]))
 
 
 def test_resume_after_crash_gives_exactly_the_uninterrupted_rows(collected, tiny_pair, tiny_tokenizer, tmp_path,

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from drift.collect.prompts import PromptRecord, read_prompts, render_prompt, teacher_view
-from drift.errors import InputFormatError
+from drift.collect.prompts import PromptRecord, read_prompts
+from drift.errors import ChatTemplateError, InputFormatError
+from drift.runtime.prompts import PromptStyle, render_prompt, render_record
 from drift.verifiers import extract_final_answer, get_verifier, parse_number
 
 
@@ -43,31 +44,93 @@ def test_missing_prompt_file_is_named(tmp_path):
         read_prompts(tmp_path / "nope.jsonl")
 
 
-def test_render_raw_text_adds_bos_and_chat_uses_template(tiny_tokenizer):
+def test_render_default_applies_the_template_to_text_and_never_keeps_raw(tiny_tokenizer):
+    # auto (default): the tokenizer has a template, so a text prompt becomes one user turn
     text, ids = render_prompt(tiny_tokenizer, "w1 w2")
-    assert text == "w1 w2" and ids[0] == tiny_tokenizer.bos_token_id and len(ids) == 3
+    assert text.startswith("<user> w1 w2") and text.rstrip().endswith("<assistant>")
+    assert ids[0] != tiny_tokenizer.bos_token_id  # the template, not the tokenizer, decides specials
     text, ids = render_prompt(tiny_tokenizer, ({"role": "user", "content": "w1"},))
     assert text.startswith("<user> w1") and text.rstrip().endswith("<assistant>")
-    assert ids[0] != tiny_tokenizer.bos_token_id  # the template, not the tokenizer, decides specials
+    # never: raw text, encoded with the tokenizer's specials (BOS)
+    text, ids = render_prompt(tiny_tokenizer, "w1 w2", chat="never")
+    assert text == "w1 w2" and ids[0] == tiny_tokenizer.bos_token_id and len(ids) == 3
     text, _ = render_prompt(tiny_tokenizer, "w1", chat="always")
     assert text.startswith("<user>")
 
 
-def test_chat_messages_without_template_are_an_error():
+def test_render_without_template_is_raw_under_auto_and_an_error_under_always():
     from tests.helpers import make_tiny_tokenizer
 
-    with pytest.raises(InputFormatError, match="no chat template"):
-        render_prompt(make_tiny_tokenizer(chat_template=None), ({"role": "user", "content": "w1"},))
+    tok = make_tiny_tokenizer(chat_template=None)
+    text, ids = render_prompt(tok, "w1")
+    assert text == "w1" and ids[0] == tok.bos_token_id
+    with pytest.raises(ChatTemplateError, match="no chat template"):
+        render_prompt(tok, "w1", chat="always")
+    with pytest.raises(ChatTemplateError, match="no chat template"):
+        render_prompt(tok, ({"role": "user", "content": "w1"},))
+    with pytest.raises(ChatTemplateError, match="--chat-template never"):
+        render_prompt(tok, ({"role": "user", "content": "w1"},), chat="never")
 
 
-def test_teacher_view_system_prompt():
-    text = PromptRecord(id="a", prompt="question")
-    assert teacher_view(text, None) is None
-    assert teacher_view(text, "HINT") == "HINT\n\nquestion"
-    chat = PromptRecord(id="b", prompt=({"role": "system", "content": "old"}, {"role": "user", "content": "q"}))
-    assert teacher_view(chat, "new") == ({"role": "system", "content": "new"}, {"role": "user", "content": "q"})
-    own = PromptRecord(id="c", prompt="q", teacher_prompt="privileged q")
-    assert teacher_view(own, "ignored") == "privileged q"
+def test_teacher_system_prompt_is_a_system_turn_for_text_and_messages(tiny_tokenizer):
+    style = PromptStyle(teacher_system_prompt="w9 w9")
+    text = render_record(PromptRecord(id="a", prompt="w1 w2"), tiny_tokenizer, style)
+    msgs = render_record(PromptRecord(id="b", prompt=({"role": "system", "content": "w7"},
+                                                      {"role": "user", "content": "w1 w2"})), tiny_tokenizer, style)
+    plain = render_record(PromptRecord(id="c", prompt=({"role": "user", "content": "w1 w2"},)), tiny_tokenizer, style)
+    # the same experiment, whatever the jsonl shape: the teacher reads <system> w9 w9 then the user turn
+    assert text.teacher_text == msgs.teacher_text == plain.teacher_text
+    assert text.teacher_text.startswith("<system> w9 w9 </s> <user> w1 w2")
+    assert text.student_text.startswith("<user> w1 w2") and text.privileged
+    assert msgs.student_text.startswith("<system> w7")  # the student keeps its own system turn
+    same = render_record(PromptRecord(id="d", prompt="w1"), tiny_tokenizer)
+    assert not same.privileged and same.teacher_text is None and same.teacher_ids == same.student_ids
+    own = render_record(PromptRecord(id="e", prompt="w1", teacher_prompt="w2 w3"), tiny_tokenizer, style)
+    assert own.teacher_text.startswith("<system> w9 w9 </s> <user> w2 w3")
+    student = render_record(PromptRecord(id="f", prompt="w1"), tiny_tokenizer,
+                            PromptStyle(student_system_prompt="w8"))
+    assert student.student_text.startswith("<system> w8") and student.teacher_text.startswith("<user> w1")
+
+
+def test_raw_text_system_prompt_is_prepended(tiny_tokenizer):
+    rp = render_record(PromptRecord(id="a", prompt="w1"), tiny_tokenizer,
+                       PromptStyle(chat="never", teacher_system_prompt="w9"))
+    assert rp.teacher_text == "w9\n\nw1" and rp.student_text == "w1"
+
+
+def test_empty_and_folder_prompt_files(tmp_path):
+    (tmp_path / "e.jsonl").write_text(json.dumps({"prompt": " "}) + "\n" + json.dumps(
+        {"prompt": [{"role": "user", "content": ""}]}) + "\n")
+    with pytest.raises(InputFormatError) as err:
+        read_prompts(tmp_path / "e.jsonl")
+    assert "line 1 'prompt': is empty" in str(err.value) and "line 2 'prompt': every message is empty" in str(err.value)
+    with pytest.raises(InputFormatError, match="is a folder"):
+        read_prompts(tmp_path)
+    (tmp_path / "l.jsonl").write_bytes(b'{"prompt": "caf\xe9"}\n')
+    with pytest.raises(InputFormatError, match="not UTF-8"):
+        read_prompts(tmp_path / "l.jsonl")
+
+
+def test_context_check_raises_or_truncates_left():
+    from drift.errors import PromptTooLongError
+    from drift.runtime.prompts import check_context
+
+    assert check_context([1, 2, 3], 5, 8, what="p") == [1, 2, 3]
+    with pytest.raises(PromptTooLongError, match="context of 7 tokens"):
+        check_context([1, 2, 3], 5, 7, what="p")
+    assert check_context([1, 2, 3], 5, 7, what="p", truncate="left") == [2, 3]
+    with pytest.raises(PromptTooLongError, match="leaves no room"):
+        check_context([1], 7, 7, what="p", truncate="left")
+
+
+def test_unknown_tokens_are_counted(tiny_tokenizer):
+    from drift.errors import TokenizerWarning
+    from drift.runtime.prompts import unknown_token_report
+
+    unk = tiny_tokenizer.unk_token_id
+    with pytest.warns(TokenizerWarning, match="1 of 2 prompts contain the unknown token"):
+        msg = unknown_token_report(tiny_tokenizer, [("a", [5, unk, unk]), ("b", [5])], what="prompts")
+    assert "2 of 4 tokens" in msg
 
 
 @pytest.mark.parametrize(("answer", "response", "expected"), [

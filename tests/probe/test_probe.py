@@ -266,11 +266,12 @@ def oracle(tmp_path_factory):
     world = load_world(p["world"])
     out = tmp_path_factory.mktemp("oracle") / "ds"
     cfg = CollectConfig(out=str(out), student=p["student"], teacher=p["teacher"], prompts=p["prompts"],
-                        world=p["world"], samples_per_prompt=2, max_prompts=8, max_new_tokens=64, seed=0,
+                        world=p["world"], samples_per_prompt=2, max_prompts=12, max_new_tokens=64, seed=0,
                         scoring=ScoringOptions(progress=False, num_threads=1))
     from drift.collect.prompts import read_prompts
 
-    ds = collect(student, teacher, tok, read_prompts(p["prompts"], limit=8), cfg, world=world)
+    # 12 prompts: the analysis resamples prompts and needs >= 10 of them (min_clusters) for a verdict
+    ds = collect(student, teacher, tok, read_prompts(p["prompts"], limit=12), cfg, world=world)
     return ds, student, teacher, tok, world
 
 
@@ -278,8 +279,9 @@ def test_oracle_world_teacher_solves_from_scratch_and_fails_after_student_errors
     from drift.probe import analyze
 
     ds, student, teacher, tok, world = oracle
-    cfg = ProbeConfig(dataset=str(ds.root), out=str(tmp_path / "p"), ratios=(0.0, 0.5, 1.0), continuations=2,
-                      scoring=QUIET)
+    # five ratios: a direction over three points can never be told apart from noise
+    cfg = ProbeConfig(dataset=str(ds.root), out=str(tmp_path / "p"), ratios=(0.0, 0.25, 0.5, 0.75, 1.0),
+                      continuations=2, scoring=QUIET)
     rows = probe(student, teacher, tok, ds, cfg, world=world).to_pandas("continuations")
     assert rows.success.notna().all()  # the world verifier judges every continuation (task from the prompt file)
     acc = rows.groupby(["model", "ratio"]).success.mean()
@@ -292,7 +294,7 @@ def test_oracle_world_teacher_solves_from_scratch_and_fails_after_student_errors
     right = rollouts.loc[list(zip(end.prompt_id, end.sample_id, strict=True)), "reward"].to_numpy()
     assert (end.success.to_numpy() <= right).all()
     a = analyze(rows, n_boot=200, seed=0)
-    assert a.direction.verdict == "falls" and a.gap_change["estimate"] > 0
+    assert a.n_clusters == 12 and a.direction.verdict == "falls" and a.gap_change["estimate"] > 0
 
 
 # ------------------------------------------------------------------------------------------------ real model

@@ -10,7 +10,8 @@ function                           draws                                        
 :func:`plot_metric_by_position`    bin means with the rollout-bootstrap band, one line     ``RolloutBins.table()``
                                    per response-length stratum (length confounds position)
 :func:`plot_directions`            Spearman rho of each metric with position and its       ``DirectionResult`` rows
-                                   interval, coloured by verdict (rises / falls / flat)
+                                   interval, coloured by verdict (rises / falls / flat /
+                                   inconclusive / insufficient)
 :func:`plot_fitted_curves`         bin means and every converged curve family (the          bins + ``fits.json``
                                    selected one thick)
 :func:`plot_prefix_loglik`         LLs_t, LLt_t (the two models' prefix log-likelihoods)   token rows of a few
@@ -46,6 +47,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from drift.schema import ROLLOUT_KEY
+
 __all__ = [
     "PREDICTOR_LABELS",
     "plot_aurocs",
@@ -60,11 +63,11 @@ __all__ = [
     "plot_schedule_shape",
 ]
 
-ROLLOUT_KEY = ("run_id", "step", "prompt_id", "sample_id")
 PREDICTOR_LABELS = {"rel_position": "t/T", "neg_cum_abs_gap": "−C_t", "neg_prefix_logratio": "−S_t",
                     "teacher_entropy": "teacher entropy", "topk_overlap": "top-k overlap", "kl_reverse": "KL(S‖T)"}
 """Short axis labels of the probe's reliability predictors (keys of :data:`drift.probe.PREDICTORS`)."""
-_VERDICT_COLOR = {"rises": "tab:red", "falls": "tab:blue", "flat": "0.55"}
+_VERDICT_COLOR = {"rises": "tab:red", "falls": "tab:blue", "flat": "0.55", "inconclusive": "tab:orange",
+                  "insufficient": "0.8"}
 _XLABEL = {"rel": "relative position t/T", "abs": "position t (tokens)", "abs_log": "position t (tokens)"}
 
 

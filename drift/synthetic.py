@@ -21,6 +21,7 @@ bootstrap interval should cover.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
@@ -30,13 +31,20 @@ import pandas as pd
 import pyarrow as pa
 
 from drift.curves import evaluate_curve
-from drift.schema import ROLLOUT_SCHEMA, TOKEN_COLUMNS
+from drift.schema import ROLLOUT_KEY, ROLLOUT_SCHEMA, TOKEN_COLUMNS, make_prompt_key
 from drift.store import DatasetWriter, DriftDataset, IfExists, open_dataset
 
-__all__ = ["synthetic_tokens", "token_tables", "true_bin_means", "write_synthetic_dataset"]
+__all__ = [
+    "NOISE_KINDS",
+    "clustered_bin_stats",
+    "synthetic_tokens",
+    "token_tables",
+    "true_bin_means",
+    "write_synthetic_dataset",
+]
 
 _TOKEN_TYPES = {c.name: c.type for c in TOKEN_COLUMNS}
-_ROLLOUT_KEY = ["run_id", "step", "prompt_id", "sample_id"]
+_ROLLOUT_KEY = list(ROLLOUT_KEY)
 
 
 def _exclusive_cumsum(v_N: np.ndarray, starts_R: np.ndarray, rollout_N: np.ndarray) -> np.ndarray:
@@ -125,6 +133,7 @@ def synthetic_tokens(family: str, params: Mapping[str, float], *, n_rollouts: in
         "step": np.full(N, step, dtype=np.int64),
         "prompt_id": prompt_R[r_N],
         "sample_id": (rollout_ids % samples_per_prompt)[r_N].astype(np.int64),
+        "prompt_key": np.array([make_prompt_key(run_id, p) for p in prompt_R], dtype=object)[r_N],
         "position": t_N.astype(np.int32),
         "response_len": T_N.astype(np.int32),
         "rel_position": t_N / T_N,
@@ -156,6 +165,67 @@ def synthetic_tokens(family: str, params: Mapping[str, float], *, n_rollouts: in
     else:
         cols[metric] = target
     return pd.DataFrame(cols)
+
+
+NOISE_KINDS: tuple[str, ...] = ("iid", "ar", "walk")
+
+
+def clustered_bin_stats(n_prompts: int, rollouts_per_prompt: int = 4, n_bins: int = 20, *,
+                        family: str = "linear", params: Mapping[str, float] | None = None, icc: float = 0.0,
+                        rollout_sd: float = 0.3, noise: str = "iid", token_sd: float = 0.5, phi: float = 0.9,
+                        length_range: tuple[int, int] = (20, 80), seed: int | np.random.Generator = 0,
+                        ) -> dict[str, np.ndarray]:
+    """Per-prompt and per-rollout, per-bin sufficient statistics of simulated tokens (no DataFrame: fast).
+
+    The calibration generator (``scripts/calibrate_stats.py``, ``tests/stats/test_calibration.py``). Token ``t`` of
+    rollout ``r`` of prompt ``p`` (length ``T`` uniform on ``length_range``, relative bins of ``t / T``)::
+
+        y[p, r, t] = curve(x_t) + u_p + v_r + e_rt,    x_t = (t + 0.5) / T,
+        u_p ~ N(0, icc * rollout_sd^2),  v_r ~ N(0, (1 - icc) * rollout_sd^2)
+
+    so two rollouts of one prompt have intercepts correlated ``icc`` (the intra-prompt correlation), and ``e`` is
+    token noise of sd ``token_sd``: ``"iid"``; ``"ar"``, a stationary AR(1) with coefficient ``phi`` within the
+    rollout; or ``"walk"``, a zero-drift random walk ``e_t = sum_{s<=t} a_s`` with ``a ~ N(0, token_sd^2)`` (like
+    the prefix log-ratio S_t with mean-zero advantages: the true bin means stay ``curve(x)``, the errors are
+    strongly correlated along the response).
+
+    Returns:
+        ``{"sums": K x B, "counts": K x B}`` per prompt (the cluster), ``{"rollout_sums", "rollout_counts"}``
+        (R x B, one row per rollout) and ``"truth"`` (B), the population bin means (:func:`true_bin_means`).
+    """
+    if noise not in NOISE_KINDS:
+        raise ValueError(f"noise must be one of {NOISE_KINDS}, got {noise!r}")
+    if not 0.0 <= icc <= 1.0:
+        raise ValueError(f"icc must be in [0, 1], got {icc}")
+    from scipy.signal import lfilter
+
+    params = dict(params or {"a": 1.0, "b": 0.0})
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    K, m, B = int(n_prompts), int(rollouts_per_prompt), int(n_bins)
+    R = K * m
+    lo, hi = int(length_range[0]), int(length_range[1])
+    T_R = rng.integers(lo, hi + 1, size=R)
+    t_RT = np.arange(hi)[None, :]
+    valid = t_RT < T_R[:, None]
+    E = rng.normal(0.0, token_sd, size=(R, hi))
+    if noise == "ar":
+        E[:, 0] /= math.sqrt(1.0 - phi ** 2)  # stationary start
+        E = lfilter([1.0], [1.0, -phi], E, axis=1) * math.sqrt(1.0 - phi ** 2)  # marginal sd token_sd
+    elif noise == "walk":
+        E = np.cumsum(E, axis=1)
+    u_K = rng.normal(0.0, math.sqrt(icc) * rollout_sd, size=K)
+    v_R = rng.normal(0.0, math.sqrt(1.0 - icc) * rollout_sd, size=R)
+    x_RT = (t_RT + 0.5) / T_R[:, None]
+    y = evaluate_curve(family, np.where(valid, x_RT, 0.5), params) + (np.repeat(u_K, m) + v_R)[:, None] + E
+    b_RT = np.minimum(np.floor((t_RT / T_R[:, None]) * B), B - 1).astype(np.int64)
+    idx = (np.arange(R)[:, None] * B + b_RT)[valid]
+    r_sums = np.bincount(idx, weights=y[valid], minlength=R * B).reshape(R, B)
+    r_counts = np.bincount(idx, minlength=R * B).reshape(R, B).astype(np.float64)
+    from drift.stats.bins import BinSpec
+
+    truth = true_bin_means(family, params, BinSpec(bins=B), length_range=(lo, hi))
+    return {"sums": r_sums.reshape(K, m, B).sum(axis=1), "counts": r_counts.reshape(K, m, B).sum(axis=1),
+            "rollout_sums": r_sums, "rollout_counts": r_counts, "truth": truth}
 
 
 def true_bin_means(family: str, params: Mapping[str, float], spec: Any, *, length_range: tuple[int, int],
@@ -204,6 +274,9 @@ def token_tables(df: pd.DataFrame) -> tuple[pa.Table, pa.Table]:
         "step": pa.array(heads["step"].to_numpy(np.int64)),
         "prompt_id": pa.array(heads["prompt_id"].astype(str).tolist(), pa.string()),
         "sample_id": pa.array(heads["sample_id"].to_numpy(np.int64)),
+        "prompt_key": pa.array((heads["prompt_key"].astype(str).tolist() if "prompt_key" in heads else
+                                [make_prompt_key(str(r), str(p)) for r, p in zip(heads["run_id"], heads["prompt_id"],
+                                                                                 strict=True)]), pa.string()),
         "prompt": pa.array([f"synthetic prompt {p}" for p in heads["prompt_id"]], pa.string()),
         "teacher_prompt": pa.nulls(n, pa.string()),
         "student_prompt_ids": prompt_ids,

@@ -7,9 +7,9 @@ Steps, all through library calls (the same ones the CLI makes):
 
 1. collect: ``drift collect --preset toy``: the shipped student samples 4 responses to each of 128 held-out
    translate-copy prompts; student and teacher score every token (the dataset is ``OUT`` itself).
-2. probe: ``drift probe OUT --ratios 0,0.1,...,1 --continuations 2 --max-rollouts 256``: teacher and student
-   continue from student prefixes (half the rollouts and half the continuations of a full probe, so the demo
-   stays short).
+2. probe: ``drift probe OUT --ratios 0,0.2,...,1 --continuations 2 --max-rollouts 128``: teacher and student
+   continue from student prefixes of 32 prompts (4 rollouts each: enough prompt clusters, >= --min-clusters 10,
+   for real verdicts; a coarser ratio grid and half the continuations of a full probe keep the demo short).
 3. fit: ``drift fit OUT --metric ... --out OUT/fit``: bins, rollout-bootstrap intervals, curve families, direction.
 4. recommend: ``drift schedule recommend OUT --out OUT/schedule.json``: a schedule from the probe evidence.
 5. report: ``drift report OUT``: ``OUT/report.html`` (self-contained), ``OUT/report.md``, ``OUT/report_files/``.
@@ -47,9 +47,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/demo", help="output folder: the dataset, probe/, fit/, schedule.json and "
                    "report.html (default: runs/demo)")
-    p.add_argument("--ratios", default="0,0.1,...,1", help="probe prefix ratios (default: 0 to 1 by 0.1)")
+    p.add_argument("--ratios", default="0,0.2,...,1", help="probe prefix ratios (default: 0 to 1 by 0.2)")
     p.add_argument("--continuations", type=int, default=2, help="probe continuations per model and cut (default: 2)")
-    p.add_argument("--max-rollouts", type=int, default=256, help="rollouts probed (default: 256 of 512)")
+    p.add_argument("--max-rollouts", type=int, default=128, help="rollouts probed (default: 128 of 512 = 32 prompts; "
+                   "fewer than 40 rollouts = 10 prompts give 'insufficient')")
     p.add_argument("--n-boot", type=int, default=1000, help="rollout-bootstrap resamples (default: 1000)")
     p.add_argument("--seed", type=int, default=0, help="seed of sampling and bootstrap (default: 0)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: the preset's 1)")

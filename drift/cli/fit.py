@@ -1,4 +1,4 @@
-"""``drift fit``: metrics by position bin with rollout-level intervals, decay fits and direction tests.
+"""``drift fit``: metrics by position bin with cluster-bootstrap intervals, decay fits and direction tests.
 
 Thin layer: flags -> :class:`~drift.stats.pipeline.FitConfig` -> :func:`~drift.stats.pipeline.run_fit` -> write
 ``OUT/bins.parquet``, ``OUT/fits.json``, ``OUT/config.json`` and print a short summary.
@@ -14,21 +14,27 @@ from drift.config import add_config_arguments, config_from_namespace
 from drift.stats.pipeline import FitConfig, check_output, run_fit
 
 DESCRIPTION = """\
-Bin per-token metrics of a drift dataset by position in the response, attach rollout-level bootstrap confidence
+Bin per-token metrics of a drift dataset by position in the response, attach cluster-bootstrap confidence
 intervals, fit decay curves (exponential, power, logistic, linear, hinge) and compare them by AIC, and test whether
-each metric rises, falls or stays flat along the response. drift measures the direction; it never assumes it.
+each metric rises, falls, stays flat or cannot be told along the response. drift measures the direction; it never
+assumes it, and never claims more than the sample allows.
 
 How it works: every token gets a position bin (relative t/T by default). A bin's value is the mean over all its
-tokens, pooled across rollouts. Tokens of one rollout are correlated, so intervals resample whole rollouts
-(not tokens) with replacement, --n-boot times. Curves are fitted to the bin means with the bootstrap covariance as
-errors, and the direction is Spearman's rho of bin mean vs position with a bootstrap interval.
+tokens, pooled across rollouts. Tokens of one rollout are correlated, and rollouts of one prompt share its
+difficulty, so intervals resample whole prompts (--cluster prompt, the default: all rollouts of a prompt together;
+--cluster rollout to resample whole rollouts) with replacement, --n-boot times. Curves are fitted to the bin means
+with the bootstrap covariance as errors. The direction is Spearman's rho of bin mean vs position, tested against
+its null distribution under the data's own error structure (rises / falls when p < 1 - --ci); "flat" needs the
+interval of (last - first quintile mean) within +-(--flat-margin x |overall mean|), otherwise "inconclusive".
+With fewer than --min-clusters clusters (default 10) a cell is "insufficient" and no model is selected.
 
 Outputs (in --out):
   bins.parquet  one row per metric x cell x bin: metric, by, group, bin, bin_left, bin_right, mean, ci_low,
-                ci_high, n_tokens, n_rollouts, then step, stratum, x, se, sd and quantiles q10..q90
+                ci_high, n_tokens, n_rollouts, then n_clusters, cluster, step, stratum, x, se, sd and quantiles
   fits.json     per metric: every model's params, stderr, ci_low, ci_high, aic, bic, converged; the selected
-                model (lowest AIC among converged fits); the direction test; per-cell fits under "cells"
-  config.json   the resolved flags, so the run can be repeated
+                model (lowest AIC among converged fits, none below --min-clusters); the direction test with
+                n_clusters; per-cell fits under "cells"
+  config.json   the resolved flags (cluster, min_clusters, flat_margin...), so the run can be repeated
 """
 
 EPILOG = """\
@@ -39,16 +45,17 @@ examples:
   drift fit runs/x --metric teacher_top1 --group-by finished --models logistic,linear --out runs/x/fit_top1
 
 Cells: --strata splits rollouts by response length (a late position exists only in long rollouts, so length
-confounds position), --group-by splits by a column's values, --step each keeps scoring steps apart. The pooled cell
-(all strata and groups) is always reported too and is the one at the top level of fits.json.
+confounds position; quantile strata whose edges collapse, e.g. at a length cap, are merged),
+--group-by splits by a column's values, --step each keeps scoring steps apart. The pooled cell (all strata and
+groups) is always reported too and is the one at the top level of fits.json.
 """
 
 _GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("output", ("out", "if_exists")),
     ("binning", ("by", "bins", "width", "max_position", "strata", "group_by", "step", "steps", "margins",
                  "quantiles")),
-    ("uncertainty", ("n_boot", "ci", "seed")),
-    ("fitting", ("models", "errors", "fit_x", "direction")),
+    ("uncertainty", ("cluster", "min_clusters", "n_boot", "ci", "seed")),
+    ("fitting", ("models", "errors", "fit_x", "direction", "flat_margin")),
     ("resources", ("memory_limit", "threads")),
 )
 

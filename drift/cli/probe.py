@@ -30,10 +30,13 @@ Outputs (in --out, default DATASET/probe):
                                 cut's keep / budget, and the token metrics at the cut (rel_position, cum_abs_gap,
                                 prefix_logratio, teacher_entropy, topk_overlap, kl_reverse)
   accuracy.parquet              ratio, model (teacher | student | gap), accuracy, ci_low, ci_high, n_rollouts,
-                                n_continuations; rollout-bootstrap intervals, the gap bootstrapped jointly
-  auroc.json                    AUROC [interval] of each reliability predictor (rel_position, -C_t, -S_t,
-                                teacher_entropy, topk_overlap, kl_reverse) against teacher continuation success,
-                                the direction of teacher accuracy with the ratio (Spearman rho [interval])
+                                n_clusters, n_continuations, cluster; cluster-bootstrap intervals (--cluster
+                                prompt by default), the gap bootstrapped jointly
+  auroc.json                    AUROC [interval] of each reliability predictor, oriented a priori so that higher
+                                = better supervision (-t/T, -C_t/C_T, -C_t, +S_t, +S_t/C_T, -H_T, +top-k overlap,
+                                -KL), a reversed one reported as a finding; the paired comparison of IW-OPD's
+                                -C_t/C_T with -t/T (same prompt / pooled); the direction of teacher accuracy with
+                                the ratio; cluster, n_clusters (below --min-clusters: insufficient)
   config.json                   the resolved settings (models, sampling, verifier) so the probe can be repeated
 """
 
@@ -53,7 +56,7 @@ _GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
                "gen_batch_size")),
     ("models and verifier (default: the dataset's)", ("student", "teacher", "tokenizer", "world", "prompts",
                                                       "verifier", "teacher_system_prompt", "chat_template")),
-    ("uncertainty", ("n_boot", "ci")),
+    ("uncertainty", ("n_boot", "ci", "cluster", "min_clusters")),
 )
 
 

@@ -244,10 +244,14 @@ def _run_make(args: argparse.Namespace) -> int:
 RECOMMEND_HELP = """\
 Derive a schedule from measured drift and print why. Evidence of supervision quality is taken from, in order: a
 continuation probe (DATASET/probe or --probe, from `drift probe`), the oracle world's labels, or nothing (then the
-paper's IW-OPD is recommended as the default, and the rationale says so). With evidence drift tests the direction
-of quality along the response (flat: keep uniform), compares how well position and the per-rollout cumulative
-discrepancy predict quality (AUROC with rollout-bootstrap intervals: the better one decides between a fitted
-position curve and IW-OPD), and prints the fitted curve, where quality halves, and the weights per decile.
+paper's IW-OPD is recommended as the default, and the rationale says so). Every interval resamples --cluster units
+(default prompt); fewer than --min-clusters (default 10) give 'insufficient' and the default, never a fitted curve.
+With enough evidence drift compares IW-OPD's own signal -C_t/C_T with position (-t/T, or +t/T when quality rises)
+over pairs from different rollouts of the same prompt (pooled when too few prompts have such pairs), by a paired
+cluster-bootstrap interval of the AUROC difference: above 0 -> IW-OPD; a flat verdict of the equivalence test ->
+uniform; below 0 (with a rising or falling direction) -> the fitted position curve; otherwise (inconclusive) the
+default, IW-OPD (uniform when quality rises). It prints the fitted curve, where quality halves, and the weights per
+decile.
 
 examples:
   drift schedule recommend runs/toy --out schedule.json

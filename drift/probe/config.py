@@ -83,6 +83,9 @@ class ProbeConfig:
     part_size: int = opt(64, "rollouts per parquet part (the unit of atomic writes and resume)")
     n_boot: int = opt(1000, "rollout-bootstrap resamples for the intervals (0: point estimates only)")
     ci: float = opt(0.95, "interval level")
+    cluster: str = opt("prompt", "resampling unit of the analysis: prompt (all rollouts of a prompt together; "
+                                 "their ratio-0 cuts are near-duplicates) or rollout", choices=("prompt", "rollout"))
+    min_clusters: int = opt(10, "fewer clusters than this give the verdict 'insufficient'")
     if_exists: str = opt("fail", "when --out exists: fail, overwrite, or resume an interrupted probe",
                          choices=IF_EXISTS)
     scoring: ScoringOptions = field(default_factory=ScoringOptions,
@@ -111,6 +114,9 @@ class ProbeConfig:
         c.positive("part_size", self.part_size)
         c.check(self.n_boot >= 0, f"n_boot must be >= 0, got {self.n_boot}")
         c.check(0 < self.ci < 1, f"ci must be in (0, 1), got {self.ci}")
+        c.choice("cluster", self.cluster, ("prompt", "rollout"))
+        c.check(isinstance(self.min_clusters, int) and self.min_clusters >= 1,
+                f"min_clusters must be an integer >= 1, got {self.min_clusters!r}")
         c.choice("if_exists", self.if_exists, IF_EXISTS)
         c.raise_if_any()
 

@@ -105,6 +105,9 @@ def prepare(ctx: Context) -> None:
             sel = fit_bins(ctx.rel, metric, n_boot=n_boot, seed=cfg.seed, errors=errors)  # type: ignore[arg-type]
             direction = direction_test(ctx.rel, metric, n=n_boot, seed=cfg.seed)
             ctx.fits[metric] = {**sel.to_dict(), "direction": direction.to_dict(), "source": "computed"}
+            if direction.n_clusters < direction.min_clusters:  # as drift fit: no shape chosen from too few units
+                ctx.fits[metric].update(selected=None, selection_note=f"{direction.n_clusters} clusters < "
+                                        f"min_clusters {direction.min_clusters}")
             ctx.fit_points[metric] = _headline(ctx.rel_table, metric)
             ctx.fit_by[metric] = "rel"
         rows = []
@@ -219,8 +222,11 @@ def positions_section(ctx: Context) -> Section:
 def directions_section(ctx: Context) -> Section:
     """Does each metric rise, fall or stay flat along the response? Pooled and per length stratum."""
     sec = Section("directions", "Direction tests",
-                  "Spearman's rho between bin position (relative) and bin mean, with a rollout-bootstrap interval: "
-                  "the metric rises if the interval lies above 0, falls if below, and is called flat otherwise. "
+                  "Spearman's rho between bin position (relative) and bin mean, tested against its null "
+                  "distribution under the data's own error structure (a cluster bootstrap that resamples whole "
+                  "prompts): the metric rises or falls when p < 0.05; it is flat only when the interval of (last − "
+                  "first quintile mean) lies within ±10% of the overall mean, inconclusive otherwise, and "
+                  "insufficient with fewer than 10 clusters. "
                   "drift measures the direction instead of assuming it: per-token KL is often flat and noisy while "
                   "cumulative quantities climb, and privileged self-teachers can reverse the trend.")
     rows, forest = [], []
@@ -229,24 +235,27 @@ def directions_section(ctx: Context) -> Section:
         head = _headline(ctx.rel_table, metric)
         first, last = head.iloc[0], head.iloc[-1]
         per = "; ".join(f"{s['stratum']}: {s['verdict']} ({s['rho']:+.2f})" if s["rho"] is not None else
-                        f"{s['stratum']}: —" for s in ctx.strata_directions.get(metric, []))
+                        f"{s['stratum']}: {s['verdict']}" for s in ctx.strata_directions.get(metric, []))
+        p_text = d.get("p_text") or (f"p={d['p_value']:.3g}" if d.get("p_value") is not None else "—")
         rows.append({"metric": metric, "verdict": d["verdict"], "Spearman rho [95%]":
-                     fmt_ci(d["rho"], d["ci_low"], d["ci_high"], "+.3f"), "p": f"{d['p_value']:.3g}"
-                     if d.get("p_value") is not None else "—",
+                     fmt_ci(d["rho"], d["ci_low"], d["ci_high"], "+.3f"), "p": p_text,
+                     "clusters": d.get("n_clusters", "—"),
                      "first bin": fmt_ci(first["mean"], first["ci_low"], first["ci_high"]),
                      "last bin": fmt_ci(last["mean"], last["ci_low"], last["ci_high"]),
                      "by length stratum": per or "—", "source": ctx.fits[metric]["source"]})
         forest.append({"label": f"{metric} (all)", **d})
         forest += [{"label": f"{metric} {s['stratum']}", **s} for s in ctx.strata_directions.get(metric, [])]
         sel = ctx.fits[metric].get("selected")
-        sec.findings.append(f"{metric} {d['verdict']} along the response (Spearman rho "
+        note = ctx.fits[metric].get("selection_note")
+        why = f" ({d['reason']})" if d.get("reason") and d["verdict"] in ("insufficient", "inconclusive") else ""
+        sec.findings.append(f"{metric} {d['verdict']}{why} along the response (Spearman rho "
                             f"{fmt_ci(d['rho'], d['ci_low'], d['ci_high'], '+.2f')}); best-fitting curve: "
-                            f"{sel or 'none converged'}")
+                            f"{sel or (f'none selected: {note}' if note else 'none converged')}")
     sec.blocks.append(TableBlock("Direction of each metric (relative bins)", pd.DataFrame(rows)))
     fig, axes = new_figure(1, 1, width=7.0, height=max(2.5, 0.32 * len(forest) + 1.0))
     plots.plot_directions(pd.DataFrame(forest), ax=axes[0, 0])
     sec.blocks.append(ctx.figures.add(fig, "directions", "Direction tests",
-                                      "dots: Spearman rho; bars: 95% rollout-bootstrap interval"))
+                                      "dots: Spearman rho; bars: 95% null-centred cluster-bootstrap interval"))
     return sec
 
 
@@ -286,8 +295,9 @@ def fits_section(ctx: Context) -> Section:
         by = ctx.fit_by.get(metric, "rel")
         fig, axes = new_figure(1, 1, width=6.0, height=3.8)
         ax = axes[0, 0]
-        plots.plot_fitted_curves(ctx.fit_points.get(metric), entry.get("models", {}), selected=entry.get("selected"),
-                                 ax=ax)
+        # "" (not None): below min_clusters nothing is selected, so no curve is drawn as the chosen one
+        chosen = entry.get("selected") or ("" if entry.get("selection_note") else None)
+        plots.plot_fitted_curves(ctx.fit_points.get(metric), entry.get("models", {}), selected=chosen, ax=ax)
         ax.set(xlabel={"rel": "relative position t/T"}.get(by, "position t (tokens)"), ylabel=f"mean {metric}")
         ax.set_title(f"{metric}: fitted families", fontsize="medium")
         sec.blocks.append(ctx.figures.add(fig, f"fit_{metric}", f"{metric}: fitted curves",

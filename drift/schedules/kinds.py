@@ -7,11 +7,14 @@ Per row, L is the valid length and t = 0..L-1 the position among valid tokens.
   constant).
 - ``pwopsd``: w_t = w_min + (1 - w_min)·sigmoid((u - tau)/s), u = (t + 0.5)/L the token centre
   (PW-OPSD; rises with position).
-- ``fitted``: a curve from :mod:`drift.curves` at x = (t + 0.5)/L (``x="rel"``) or x = t + 1
-  (``x="abs"``, so power laws are defined), clipped to [floor, ceiling], then divided per row by a
+- ``fitted``: a curve family of the registry :data:`drift.curves.FAMILIES` at x = (t + 0.5)/L
+  (``x="rel"``) or x = t + 1 (``x="abs"``), so every position lies inside every family's domain
+  (power laws need x > 0; a point outside would be evaluated at the domain edge,
+  :func:`drift.curves.evaluate_on_domain`), clipped to [floor, ceiling], then divided per row by a
   statistic over its valid positions: ``mean`` (each row's valid weights then average exactly 1),
-  ``max`` (row maximum 1), ``first`` (w_0 = 1) or ``none``. ``source`` carries provenance (dataset,
-  metric, fit summary) and does not affect the weights.
+  ``max`` (row maximum 1), ``first`` (w_0 = 1) or ``none``. Parameter names, and which must be > 0,
+  come from the registry. ``source`` carries provenance (dataset, metric, fit summary) and does not
+  affect the weights.
 - ``vector``: explicit weights per bin. ``x="rel"`` bins u = (t + 0.5)/L, by default into len(values)
   equal bins on [0, 1]; ``x="abs"`` bins the 0-based position t and needs ``edges``. Bin i holds
   edges[i] <= x < edges[i+1]; positions below the first edge take the first value, at or beyond the
@@ -34,7 +37,7 @@ import numpy as np
 import torch
 
 from drift.config import Checks, opt
-from drift.curves import CURVES, PARAM_NAMES, evaluate_curve
+from drift.curves import FAMILIES, evaluate_on_domain
 from drift.errors import InputFormatError, ScheduleError
 from drift.schedules.base import SPEC_VERSION, Rows, Schedule, SpecMixin, check_number, fmt, raise_problems
 from drift.schedules.iw import IdealRatio, IwOpd, TeacherConf
@@ -127,9 +130,9 @@ class Fitted(SpecMixin):
 
     kind: ClassVar[str] = "fitted"
     summary: ClassVar[str] = ("w = curve(x) clipped to [floor, ceiling], / row mean (or max, first, none);"
-                              " x = (t + 0.5)/L (rel) or t + 1 (abs); families: " + ", ".join(CURVES))
+                              " x = (t + 0.5)/L (rel) or t + 1 (abs); families: " + ", ".join(FAMILIES))
 
-    family: str = dataclasses.field(metadata=_help("curve family: " + " | ".join(CURVES)))
+    family: str = dataclasses.field(metadata=_help("curve family: " + " | ".join(FAMILIES)))
     params: dict[str, float] = dataclasses.field(
         metadata=_help('curve parameters as JSON, e.g. {"a": 0.5, "tau": 0.3, "c": 1.0}'))
     x: str = opt("rel", "position axis: rel = (t + 0.5)/L, abs = t + 1", choices=POSITIONS)
@@ -142,18 +145,19 @@ class Fitted(SpecMixin):
 
     def __post_init__(self) -> None:
         c = Checks(self.kind)
-        c.choice("family", self.family, tuple(CURVES))
+        c.choice("family", self.family, tuple(FAMILIES))
         if not isinstance(self.params, Mapping):
             c.problems.append(f"params must be an object of named numbers, got {self.params!r}")
-        elif self.family in PARAM_NAMES:
-            want = PARAM_NAMES[self.family]
+        elif self.family in FAMILIES:
+            fam = FAMILIES[self.family]
+            want = fam.param_names
             c.check(set(self.params) == set(want),
                     f"params for {self.family} must be exactly {list(want)}, got {sorted(self.params)}")
             for k, v in self.params.items():
                 check_number(c, f"params[{k!r}]", v)
-            positive = {"exponential": "tau", "logistic": "s"}.get(self.family)
-            if positive in self.params:
-                check_number(c, f"params[{positive!r}]", self.params[positive], 0.0, lo_open=True)
+            for positive in fam.positive:  # the registry says which parameters must be > 0 (tau, s, b)
+                if positive in self.params:
+                    check_number(c, f"params[{positive!r}]", self.params[positive], 0.0, lo_open=True)
         c.choice("x", self.x, POSITIONS)
         c.choice("normalize", self.normalize, NORMALIZATIONS)
         check_number(c, "floor", self.floor, 0.0)
@@ -169,7 +173,7 @@ class Fitted(SpecMixin):
                 except (TypeError, ValueError) as exc:
                     c.problems.append(f"source must be JSON-serializable: {exc}")
         raise_problems(self.kind, c)
-        object.__setattr__(self, "params", {k: float(self.params[k]) for k in PARAM_NAMES[self.family]})
+        object.__setattr__(self, "params", {k: float(self.params[k]) for k in FAMILIES[self.family].param_names})
         object.__setattr__(self, "floor", float(self.floor))
         if self.ceiling is not None:
             object.__setattr__(self, "ceiling", float(self.ceiling))
@@ -181,8 +185,9 @@ class Fitted(SpecMixin):
             x = (rows.pos + 0.5) / rows.length.clamp(min=1.0)
         else:
             x = (rows.pos + 1.0).expand_as(rows.adv)
-        # The curve formulas live once, in drift.curves (numpy); positions do not depend on the input type.
-        curve = evaluate_curve(self.family, x.cpu().numpy(), self.params)
+        # The curve formulas live once, in the registry drift.curves.FAMILIES (numpy); positions do not depend on
+        # the input type. Every position here is inside the domain; evaluate_on_domain only guards the edge.
+        curve = evaluate_on_domain(self.family, self.params, x.cpu().numpy())
         v = torch.as_tensor(curve, dtype=torch.float64, device=rows.adv.device)
         v = v.clamp(min=self.floor, max=self.ceiling)
         bad = rows.valid & ~torch.isfinite(v)

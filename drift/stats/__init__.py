@@ -1,14 +1,16 @@
-"""drift.stats: metrics by position bin with rollout-level intervals, decay fits and direction tests.
+"""drift.stats: metrics by position bin with cluster-bootstrap intervals, decay fits and direction tests.
 
 A typical notebook session::
 
     from drift.stats import BinSpec, aggregate_bins, fit_bins, direction_test, plot_bins
 
     rb = aggregate_bins("runs/x", ["kl_reverse", "cum_abs_gap_frac"], BinSpec(by="rel", bins=20))
-    table = rb.table(n_boot=1000, seed=0)          # tidy DataFrame: mean, ci_low, ci_high, n_tokens, n_rollouts...
+    table = rb.table(n_boot=1000, seed=0)          # tidy DataFrame: mean, ci_low, ci_high, n_rollouts, n_clusters...
     sel = fit_bins(rb, "cum_abs_gap_frac")          # five families compared by AIC; sel.best is a FitResult
-    direction_test(rb, "kl_reverse")                # rises / falls / flat, with a bootstrap interval of rho
+    direction_test(rb, "kl_reverse")                # rises/falls/flat/inconclusive/insufficient, n_clusters...
     plot_bins(table, "kl_reverse"); sel.best.plot()
+
+Clusters are prompts by default (``BinSpec(cluster="prompt")``; keys from :func:`drift.schema.cluster_key_columns`).
 
 Modules: :mod:`~drift.stats.reader` (lazy, schema-checked sources), :mod:`~drift.stats.bins` (binning in DuckDB),
 :mod:`~drift.stats.bootstrap` (cluster bootstrap from sufficient statistics), :mod:`~drift.stats.models` (declared
@@ -17,8 +19,20 @@ curve families), :mod:`~drift.stats.fit` (the one fitting routine and its frozen
 """
 
 from drift.stats.bins import BIN_COLUMNS, BinSpec, Cell, RolloutBins, aggregate_bins, bin_metric
-from drift.stats.bootstrap import BootstrapResult, cluster_bootstrap_ratio, ratio_replicates, resample_counts
-from drift.stats.direction import DirectionResult, direction_from_stats, direction_test
+from drift.stats.bootstrap import (
+    BootstrapResult,
+    cluster_bootstrap_ratio,
+    expanded_percentile_interval,
+    ratio_replicates,
+    resample_counts,
+)
+from drift.stats.direction import (
+    VERDICTS,
+    DirectionResult,
+    check_direction_method,
+    direction_from_stats,
+    direction_test,
+)
 from drift.stats.fit import FitResult, ModelSelection, fit_all, fit_model, half_point
 from drift.stats.models import (
     MODELS,
@@ -38,6 +52,7 @@ __all__ = [
     "BIN_COLUMNS",
     "MODELS",
     "ROLLOUT_KEY",
+    "VERDICTS",
     "BinSpec",
     "BootstrapResult",
     "Cell",
@@ -56,9 +71,11 @@ __all__ = [
     "TokenSource",
     "aggregate_bins",
     "bin_metric",
+    "check_direction_method",
     "cluster_bootstrap_ratio",
     "direction_from_stats",
     "direction_test",
+    "expanded_percentile_interval",
     "fit_all",
     "fit_bins",
     "fit_model",

@@ -1,4 +1,4 @@
-"""Metrics by position bin, with rollout-level bootstrap intervals, computed in DuckDB at any scale.
+"""Metrics by position bin, with cluster-bootstrap intervals, computed in DuckDB at any scale.
 
 **Bins.** A token at 0-based position ``t`` of a response of ``T`` tokens falls in
 
@@ -15,13 +15,22 @@ left-closed and right-open. ``x`` is the mean *slot centre* of the bin's tokens,
 **Cells.** Bins are computed within cells: per ``step`` (``step="each"``) or pooled (``step="pool"``), per
 response-length stratum (a late position only exists in long rollouts, so length confounds position; strata make
 that visible) and per value of any grouping column (``finished``, ``reward``...). With ``margins=True`` the table
-also holds the pooled cells (``stratum="all"``, ``group="all"``) next to the split ones.
+also holds the pooled cells (``stratum="all"``, ``group="all"``) next to the split ones. Quantile strata
+(``"quantiles:k"``) whose edges collapse (many equal lengths, e.g. a length cap) are merged, and so is a degenerate
+sliver between collapsed edges (a quantile stratum under half its share of clusters and under ``min_clusters``).
+
+**Clusters.** The resampling unit is ``cluster`` (:data:`drift.schema.CLUSTER_UNITS`): ``"prompt"`` (default) puts
+all rollouts of a prompt in one cluster (they share its difficulty; one prompt seen at several steps is one cluster
+of a step-pooled cell), ``"rollout"`` makes each rollout its own (valid with one sample per prompt). The key comes
+from :func:`drift.schema.cluster_key_columns`: ``prompt_key``, or ``(run_id, prompt_id)`` in older datasets.
 
 **Estimand.** ``mean`` is the mean over all tokens in the bin pooled across rollouts: a ratio of sums,
-``sum_r s_rb / sum_r n_rb``, so a long rollout weighs more than a short one. Its interval is a rollout-level (cluster)
-percentile bootstrap (:mod:`drift.stats.bootstrap`) from per-rollout-per-bin sums and counts; memory scales with
-rollouts x bins, never with tokens. ``q10``..``q90`` are token quantiles of the bin (exact, or DuckDB's t-digest
-``approx_quantile`` above ``EXACT_QUANTILE_MAX_ROWS`` rows with ``quantiles="auto"``).
+``sum_k s_kb / sum_k n_kb`` over clusters k, so a long rollout weighs more than a short one. Its interval is a
+cluster bootstrap (:mod:`drift.stats.bootstrap`) from per-cluster-per-bin sums and counts (sums and counts of a
+cluster's rollouts add up, so DuckDB aggregates by the cluster key), by default the expanded percentile interval
+with K = the bin's ``n_clusters``; memory scales with clusters x bins, never with tokens. ``q10``..``q90`` are
+token quantiles of the bin (exact, or DuckDB's t-digest ``approx_quantile`` above ``EXACT_QUANTILE_MAX_ROWS``
+rows with ``quantiles="auto"``).
 """
 
 from __future__ import annotations
@@ -39,8 +48,9 @@ import pandas as pd
 
 from drift.config import Checks
 from drift.errors import ConfigError, DatasetError
-from drift.stats.bootstrap import percentile_interval, ratio_replicates
-from drift.stats.reader import ROLLOUT_KEY, TokenSource, open_tokens, quote_ident
+from drift.schema import CLUSTER_UNITS, ROLLOUT_KEY, cluster_key_columns
+from drift.stats.bootstrap import INTERVAL_METHODS, expanded_percentile_interval, percentile_interval, ratio_replicates
+from drift.stats.reader import TokenSource, open_tokens, quote_ident
 
 __all__ = [
     "BIN_COLUMNS",
@@ -60,10 +70,13 @@ EXACT_QUANTILE_MAX_ROWS = 20_000_000
 QUANTILES: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 0.9)
 QUANTILE_COLUMNS = tuple(f"q{round(q * 100)}" for q in QUANTILES)
 
-# The tidy table: the first eleven columns are the documented contract of bins.parquet, the rest add detail.
+DEFAULT_MIN_CLUSTERS = 10
+
+# The tidy table: the first eleven columns are the documented contract of bins.parquet, the rest add detail
+# (n_clusters: clusters with a token in the bin; cluster: the resampling unit of the intervals).
 BIN_COLUMNS: tuple[str, ...] = (
     "metric", "by", "group", "bin", "bin_left", "bin_right", "mean", "ci_low", "ci_high", "n_tokens", "n_rollouts",
-    "step", "stratum", "x", "se", "sd", *QUANTILE_COLUMNS,
+    "n_clusters", "cluster", "step", "stratum", "x", "se", "sd", *QUANTILE_COLUMNS,
 )
 
 
@@ -94,6 +107,9 @@ class BinSpec:
         steps: keep only these steps (None: all).
         margins: also compute the pooled cells (``stratum="all"``, ``group="all"``, all steps).
         quantiles: ``"exact"``, ``"approx"`` (t-digest), ``"none"`` or ``"auto"`` (exact up to 20M rows).
+        cluster: resampling unit, ``"prompt"`` (default) or ``"rollout"`` (see the module docstring).
+        min_clusters: the minimum for a verdict (default 10); a degenerate quantile stratum under it and under half
+            its share of clusters is merged into a neighbour.
     """
 
     by: Literal["rel", "abs", "abs_log"] = "rel"
@@ -106,6 +122,8 @@ class BinSpec:
     steps: tuple[int, ...] | None = None
     margins: bool = True
     quantiles: Literal["auto", "exact", "approx", "none"] = "auto"
+    cluster: Literal["prompt", "rollout"] = "prompt"
+    min_clusters: int = DEFAULT_MIN_CLUSTERS
 
     def __post_init__(self) -> None:
         c = Checks("BinSpec")
@@ -123,6 +141,9 @@ class BinSpec:
         c.choice("by", self.by, ("rel", "abs", "abs_log"))
         c.choice("step", self.step, ("each", "pool"))
         c.choice("quantiles", self.quantiles, ("auto", "exact", "approx", "none"))
+        c.choice("cluster", self.cluster, CLUSTER_UNITS)
+        c.check(isinstance(self.min_clusters, int) and self.min_clusters >= 1,
+                f"min_clusters must be an integer >= 1, got {self.min_clusters!r}")
         if self.by in ("rel", "abs_log") or self.width is None:
             c.in_range("bins", self.bins, 1, MAX_BINS)
         c.check(self.width is None or self.by == "abs",
@@ -175,22 +196,33 @@ class Cell:
 
 @dataclass(frozen=True)
 class _CellStats:
-    """Sufficient statistics of one cell; M metrics, R rollouts of the cell, B bins."""
+    """Sufficient statistics of one cell; M metrics, K clusters of the cell (the R axis of the arrays), B bins."""
 
-    counts: np.ndarray  # M x R x B token counts (non-null metric values)
-    sums: np.ndarray  # M x R x B sums of the metric
+    counts: np.ndarray  # M x K x B token counts (non-null metric values), summed over the cluster's rollouts
+    sums: np.ndarray  # M x K x B sums of the metric
     sumsq: np.ndarray  # M x B sums of squares (token sd)
     xsum: np.ndarray  # M x B sums of slot centres (x)
     xsq: np.ndarray  # M x B sums of squared slot centres: the spread of x within a bin (bin-averaged fits)
     quant: np.ndarray  # M x B x Q token quantiles (NaN when not computed)
+    rollouts: np.ndarray  # M x K x B rollouts of the cluster with a (non-null) token in the bin
+    rollouts_any: np.ndarray  # M x K rollouts of the cluster with any token
+
+    def n_clusters(self, i: int) -> int:
+        """Clusters with at least one token of metric ``i`` in the cell."""
+        return int((self.counts[i].sum(axis=1) > 0).sum())
+
+    def n_rollouts(self, i: int) -> int:
+        """Rollouts with at least one token of metric ``i`` in the cell."""
+        return int(self.rollouts_any[i].sum())
 
 
 @dataclass(frozen=True)
 class RolloutBins:
-    """Per-rollout, per-bin sufficient statistics of some metrics: the input of every interval, fit and test.
+    """Per-cluster, per-bin sufficient statistics of some metrics: the input of every interval, fit and test.
 
     Made by :func:`aggregate_bins`; :meth:`table` turns it into the tidy DataFrame. Arrays are indexed
-    ``[metric, rollout, bin]``; ``edges`` are the bin edges in position units (see the module docstring).
+    ``[metric, cluster, bin]`` (a cluster is a prompt or a rollout: ``spec.cluster``); ``edges`` are the bin edges
+    in position units (see the module docstring). The name is historical: rows were rollouts before clusters.
     """
 
     spec: BinSpec
@@ -207,6 +239,19 @@ class RolloutBins:
     @property
     def n_bins(self) -> int:
         return len(self.edges) - 1
+
+    @property
+    def cluster(self) -> str:
+        """The resampling unit of every interval computed from these statistics (``prompt`` or ``rollout``)."""
+        return self.spec.cluster
+
+    def n_clusters(self, metric: str, cell: Cell | None = None) -> int:
+        """Clusters of ``cell`` (default: the headline) with at least one token of ``metric``."""
+        return self.stats[cell or self.headline].n_clusters(self.metric_index(metric))
+
+    def n_rollouts(self, metric: str, cell: Cell | None = None) -> int:
+        """Rollouts of ``cell`` (default: the headline) with at least one token of ``metric``."""
+        return self.stats[cell or self.headline].n_rollouts(self.metric_index(metric))
 
     @property
     def headline(self) -> Cell:
@@ -233,7 +278,7 @@ class RolloutBins:
         return self.metrics.index(metric)
 
     def sufficient(self, metric: str, cell: Cell | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(bins, sums_R_B, counts_R_B)`` of ``metric`` in ``cell``, restricted to bins that have tokens."""
+        """``(bins, sums_K_B, counts_K_B)`` of ``metric`` in ``cell`` (rows: clusters), bins that have tokens only."""
         cell = cell or self.headline
         st = self.stats[cell]
         i = self.metric_index(metric)
@@ -243,7 +288,7 @@ class RolloutBins:
     def replicates(self, cell: Cell, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
         """Bootstrap replicates of every metric's bin means in ``cell``: ``reps[b, metric, bin]`` (cached).
 
-        All metrics of a cell share the resampled rollouts. The generator is seeded with
+        All metrics of a cell share the resampled clusters. The generator is seeded with
         ``SeedSequence([seed, crc32(cell.label)])`` so cells get independent, reproducible draws.
         """
         key = (cell, int(n_boot), int(seed))
@@ -258,10 +303,17 @@ class RolloutBins:
             self._cache[key] = reps
         return self._cache[key]
 
-    def table(self, n_boot: int = 1000, ci: float = 0.95, seed: int = 0) -> pd.DataFrame:
-        """The tidy table: one row per metric x cell x non-empty bin, columns :data:`BIN_COLUMNS`."""
+    def table(self, n_boot: int = 1000, ci: float = 0.95, seed: int = 0, *,
+              interval: str = "expanded") -> pd.DataFrame:
+        """The tidy table: one row per metric x cell x non-empty bin, columns :data:`BIN_COLUMNS`.
+
+        ``interval``: ``"expanded"`` (default: percentile interval widened for few clusters, K = the bin's
+        ``n_clusters``; see :mod:`drift.stats.bootstrap`) or ``"percentile"``.
+        """
         if not 0.0 < ci < 1.0:
             raise ValueError(f"ci must be in (0, 1), got {ci}")
+        if interval not in INTERVAL_METHODS:
+            raise ValueError(f"interval must be one of {INTERVAL_METHODS}, got {interval!r}")
         frames = []
         left, right = self.edges[:-1], self.edges[1:]
         stratum_order = {s: i for i, s in enumerate(("all", *self.strata_labels))}
@@ -276,8 +328,12 @@ class RolloutBins:
                     mean = st.sums[i].sum(axis=0) / n_B
                     sd = np.sqrt(np.maximum(st.sumsq[i] / n_B - mean ** 2, 0.0))
                     x = st.xsum[i] / n_B
+                k_B = (st.counts[i] > 0).sum(axis=0)
                 if reps is not None:
-                    lo, hi = percentile_interval(reps[:, i, :], ci)
+                    if interval == "expanded":
+                        lo, hi = expanded_percentile_interval(reps[:, i, :], np.maximum(k_B, 1), ci)
+                    else:
+                        lo, hi = percentile_interval(reps[:, i, :], ci)
                     se = _nanstd(reps[:, i, :]) if n_boot > 1 else np.full(len(mean), np.nan)
                 else:
                     lo = hi = se = np.full(len(mean), np.nan)
@@ -286,7 +342,8 @@ class RolloutBins:
                     "bin": np.flatnonzero(keep), "bin_left": left[keep], "bin_right": right[keep],
                     "mean": mean[keep], "ci_low": lo[keep], "ci_high": hi[keep],
                     "n_tokens": n_B[keep].astype(np.int64),
-                    "n_rollouts": (st.counts[i] > 0).sum(axis=0)[keep].astype(np.int64),
+                    "n_rollouts": st.rollouts[i].sum(axis=0)[keep].astype(np.int64),
+                    "n_clusters": k_B[keep].astype(np.int64), "cluster": self.spec.cluster,
                     "step": cell.step, "stratum": cell.stratum, "x": x[keep], "se": se[keep], "sd": sd[keep],
                 }
                 for j, name in enumerate(QUANTILE_COLUMNS):
@@ -323,6 +380,8 @@ class _Plan:
     strata_cuts: tuple[int, ...]
     strata_labels: tuple[str, ...]
     quantile_method: str
+    extra_key: tuple[str, ...] = ()  # per-rollout columns the cluster key needs beyond ROLLOUT_KEY (prompt_key)
+    cluster_expr: str = ""  # SQL of the cluster key over the per-rollout rows
 
     @property
     def dims(self) -> list[str]:
@@ -356,9 +415,26 @@ def _bin_expr(plan: _Plan) -> tuple[str, str]:
     return f"({literal})[CAST(position AS BIGINT) + 1]", "CAST(position AS DOUBLE) + 0.5"
 
 
+def _cluster_expr(unit: str, columns: Sequence[str]) -> tuple[tuple[str, ...], str]:
+    """``(extra per-rollout columns, SQL of one VARCHAR cluster key)`` for ``unit`` given the table's columns.
+
+    The key columns come from :func:`drift.schema.cluster_key_columns`; a null ``prompt_key`` (rows written before
+    it existed, mixed with newer ones) falls back to the ``(run_id, prompt_id)`` key of older datasets.
+    """
+    def joined(cols: Sequence[str]) -> str:
+        return "concat_ws(chr(31), " + ", ".join(f"CAST({quote_ident(c)} AS VARCHAR)" for c in cols) + ")"
+
+    cols = cluster_key_columns(unit, columns)
+    extra = tuple(c for c in cols if c not in ROLLOUT_KEY)
+    if unit == "prompt" and cols == ("prompt_key",):
+        fallback = cluster_key_columns("prompt", ())
+        return extra, f"coalesce(CAST(prompt_key AS VARCHAR), 'fallback' || chr(31) || {joined(fallback)})"
+    return extra, joined(cols)
+
+
 def _binned_cte(plan: _Plan) -> str:
     bin_expr, x_expr = _bin_expr(plan)
-    cols = [*(quote_ident(k) for k in ROLLOUT_KEY), f"{bin_expr} AS bin", f"{x_expr} AS xc"]
+    cols = [*(quote_ident(k) for k in (*ROLLOUT_KEY, *plan.extra_key)), f"{bin_expr} AS bin", f"{x_expr} AS xc"]
     cols += [f"CAST({quote_ident(m)} AS DOUBLE) AS m{i}" for i, m in enumerate(plan.metrics)]
     if plan.step_dim:
         cols.append("step AS d_step")
@@ -377,20 +453,34 @@ def _grouping(plan: _Plan, extra: Sequence[str]) -> tuple[str, str]:
 
 
 def _rollout_sql(plan: _Plan) -> str:
-    key = ", ".join(quote_ident(k) for k in ROLLOUT_KEY)
-    lvl, sets = _grouping(plan, ["bin", *(quote_ident(k) for k in ROLLOUT_KEY)])
+    """Per-cell, per-cluster, per-bin sums: first per rollout (grouping sets), then added up per cluster key.
+
+    ``f{i}`` flags a rollout's first bin with a token of metric i, so that summing it over a cluster's bins counts
+    the cluster's rollouts; ``r{i}`` counts the cluster's rollouts with a token in the bin.
+    """
+    key = ", ".join(quote_ident(k) for k in (*ROLLOUT_KEY, *plan.extra_key))
+    lvl, sets = _grouping(plan, ["bin", *(quote_ident(k) for k in (*ROLLOUT_KEY, *plan.extra_key))])
     dims = plan.dims
     dim_sel = "".join(f"{d}, " for d in dims)
+    M = range(len(plan.metrics))
     aggs = ", ".join(f"count(m{i}) AS n{i}, sum(m{i}) AS s{i}, sum(m{i} * m{i}) AS q{i}, "
                      f"sum(xc) FILTER (WHERE m{i} IS NOT NULL) AS x{i}, "
-                     f"sum(xc * xc) FILTER (WHERE m{i} IS NOT NULL) AS w{i}" for i in range(len(plan.metrics)))
-    outs = ", ".join(f"n{i}, s{i}, q{i}, x{i}, w{i}" for i in range(len(plan.metrics)))
+                     f"sum(xc * xc) FILTER (WHERE m{i} IS NOT NULL) AS w{i}" for i in M)
     part = ", ".join(["lvl", *dims])
+    rollout_part = ", ".join(["lvl", *dims, key])
+    firsts = ", ".join(f"(n{i} > 0 AND bin = min(CASE WHEN n{i} > 0 THEN bin END) OVER (PARTITION BY "
+                       f"{rollout_part})) AS f{i}" for i in M)
+    csums = ", ".join(f"sum(n{i}) AS n{i}, sum(s{i}) AS s{i}, sum(q{i}) AS q{i}, sum(x{i}) AS x{i}, "
+                      f"sum(w{i}) AS w{i}, count(*) FILTER (WHERE n{i} > 0) AS r{i}, "
+                      f"count(*) FILTER (WHERE f{i}) AS f{i}" for i in M)
+    outs = ", ".join(f"n{i}, s{i}, q{i}, x{i}, w{i}, r{i}, f{i}" for i in M)
     return (f"WITH {_binned_cte(plan)}, agg AS (SELECT {lvl} AS lvl, {dim_sel}bin, {key}, {aggs} FROM binned "
-            f"GROUP BY GROUPING SETS ({sets})) "
+            f"GROUP BY GROUPING SETS ({sets})), "
+            f"marked AS (SELECT *, {plan.cluster_expr} AS ck, {firsts} FROM agg), "
+            f"cagg AS (SELECT lvl, {dim_sel}bin, ck, {csums} FROM marked GROUP BY lvl, {dim_sel}bin, ck) "
             f"SELECT dense_rank() OVER (ORDER BY {part}) - 1 AS cell, lvl, {dim_sel}"
-            f"dense_rank() OVER (PARTITION BY {part} ORDER BY {key}) - 1 AS rid, bin, {outs} "
-            f"FROM agg ORDER BY cell, rid, bin")
+            f"dense_rank() OVER (PARTITION BY {part} ORDER BY ck) - 1 AS rid, bin, {outs} "
+            f"FROM cagg ORDER BY cell, rid, bin")
 
 
 def _quantile_sql(plan: _Plan) -> str:
@@ -432,6 +522,7 @@ def _plan(src: TokenSource, con: Any, metrics: tuple[str, ...], spec: BinSpec) -
     if spec.steps is not None:
         where.append(f"step IN ({', '.join(str(s) for s in spec.steps)})")
     base_where = " AND ".join(where)
+    extra_key, cluster_expr = _cluster_expr(spec.cluster, src.columns)
     steps = [int(r[0]) for r in con.sql(f"SELECT DISTINCT step FROM tokens WHERE {base_where} ORDER BY 1")
              .fetchall()]
     if not steps:
@@ -452,18 +543,55 @@ def _plan(src: TokenSource, con: Any, metrics: tuple[str, ...], spec: BinSpec) -
                       f"FROM tokens WHERE {base_where} AND position = 0").fetchall()[0]
         lo, hi = row[1], row[2]
         raw = [round(v) for v in (row[0] or [])]
-        cuts = tuple(sorted({v for v in raw if lo is not None and lo < v <= hi}))
+        cuts = tuple(sorted({v for v in raw if lo is not None and lo < v <= hi}))  # collapsed edges merge here
         if len(cuts) < k - 1:
-            log.warning("response-length quantiles gave %d strata instead of %d (many equal lengths)",
-                        len(cuts) + 1, k)
+            log.warning("response-length quantiles gave %d strata instead of %d (many equal lengths, e.g. a "
+                        "length cap): equal edges merged", len(cuts) + 1, k)
+        cuts = _merge_small_strata(con, base_where, cuts, cluster_expr, spec.min_clusters, k)
     elif spec.strata is not None:
-        cuts = tuple(spec.strata)
+        cuts = tuple(spec.strata)  # the user's cut points are kept; a small stratum's verdict is "insufficient"
     step_dim = spec.step == "each" and len(steps) > 1
     step_value = steps[0] if len(steps) == 1 else None
     qm = spec.quantiles
     if qm == "auto":
         qm = "exact" if src.n_rows <= EXACT_QUANTILE_MAX_ROWS else "approx"
-    return _Plan(spec, metrics, edges, " AND ".join(where), step_dim, step_value, cuts, _strata_labels(cuts), qm)
+    return _Plan(spec, metrics, edges, " AND ".join(where), step_dim, step_value, cuts, _strata_labels(cuts), qm,
+                 extra_key, cluster_expr)
+
+
+def _merge_small_strata(con: Any, where: str, cuts: tuple[int, ...], cluster_expr: str,
+                        min_clusters: int, k: int) -> tuple[int, ...]:
+    """Drop degenerate quantile cut points: merge strata far below their share of the clusters.
+
+    A stratum is degenerate when it holds fewer than ``min(min_clusters, ceil(K_total / (2 k)))`` clusters, i.e.
+    under half of the ``K_total / k`` that k quantile strata should each hold *and* under the minimum for a verdict
+    (a length cap makes them: quantile edges collapse onto the cap and leave a sliver between). The smallest such
+    stratum is merged into its smaller neighbour, one cut at a time. Strata that are merely small (a small dataset)
+    are kept; their verdicts are ``insufficient``.
+    """
+    cuts = list(cuts)
+    total = int(con.sql(f"SELECT count(DISTINCT {cluster_expr}) FROM tokens WHERE {where} AND position = 0")
+                .fetchall()[0][0])
+    threshold = min(int(min_clusters), math.ceil(total / (2 * max(k, 1))))
+    while cuts:
+        expr = " + ".join(f"CAST(response_len >= {c} AS INTEGER)" for c in cuts)
+        rows = dict(con.sql(f"SELECT {expr} AS s, count(DISTINCT {cluster_expr}) FROM tokens "
+                            f"WHERE {where} AND position = 0 GROUP BY 1").fetchall())
+        sizes = [int(rows.get(j, 0)) for j in range(len(cuts) + 1)]
+        j = int(np.argmin(sizes))
+        if sizes[j] >= threshold:
+            break
+        if j == 0:
+            drop = 0
+        elif j == len(sizes) - 1:
+            drop = len(cuts) - 1
+        else:
+            drop = j - 1 if sizes[j - 1] <= sizes[j + 1] else j
+        log.warning("length stratum %d of %d has %d clusters (< %d: under half its quantile share and under "
+                    "min_clusters %d): merged with its neighbour", j + 1, len(sizes), sizes[j], threshold,
+                    min_clusters)
+        del cuts[drop]
+    return tuple(cuts)
 
 
 def _cell_of(plan: _Plan, lvl: int, dims: dict[str, Any]) -> Cell:
@@ -480,11 +608,12 @@ def _cell_of(plan: _Plan, lvl: int, dims: dict[str, Any]) -> Cell:
 
 def aggregate_bins(source: Any, metrics: str | Sequence[str], spec: BinSpec | None = None, *,
                    memory_limit: str = "4GB", threads: int | None = None) -> RolloutBins:
-    """Per-rollout, per-bin sufficient statistics of ``metrics``, computed in DuckDB.
+    """Per-cluster, per-bin sufficient statistics of ``metrics``, computed in DuckDB.
 
     The tokens are scanned a few times (distinct steps, max position or length quantiles when needed, the
-    per-rollout aggregation, the bin quantiles); memory is that of the result, about rollouts x bins x 16 bytes per
-    metric and cell, plus DuckDB's hash tables (bounded by ``memory_limit``, spilling beyond it).
+    per-rollout aggregation that is then added up per cluster key, the bin quantiles); memory is that of the
+    result, about clusters x bins x 32 bytes per metric and cell, plus DuckDB's hash tables (bounded by
+    ``memory_limit``, spilling beyond it). ``spec.cluster`` picks the cluster (prompt by default).
 
     Args:
         source: a dataset folder, :class:`~drift.store.DriftDataset`, DataFrame, arrow Table or
@@ -526,7 +655,7 @@ def _assemble(plan: _Plan, src: TokenSource, table: Any, qtable: Any) -> Rollout
     rid = table.column("rid").to_numpy()
     bins = table.column("bin").to_numpy().astype(np.int64)
     cols = {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names
-            if name[0] in "nsqxw" and name[1:].isdigit()}
+            if name[0] in "nsqxwrf" and name[1:].isdigit()}
     stats: dict[Cell, _CellStats] = {}
     keys: dict[tuple[Any, ...], Cell] = {}
     n_tokens = 0
@@ -541,6 +670,8 @@ def _assemble(plan: _Plan, src: TokenSource, table: Any, qtable: Any) -> Rollout
         sumsq = np.zeros((M, B))
         xsum = np.zeros((M, B))
         xsq = np.zeros((M, B))
+        rolls = np.zeros((M, R, B))
+        firsts = np.zeros((M, R, B))
         r_, b_ = rid[a:b], bins[a:b]
         for i in range(M):
             n = np.nan_to_num(cols[f"n{i}"][a:b].astype(np.float64))
@@ -549,13 +680,16 @@ def _assemble(plan: _Plan, src: TokenSource, table: Any, qtable: Any) -> Rollout
             np.add.at(sumsq[i], b_, np.nan_to_num(cols[f"q{i}"][a:b].astype(np.float64)))
             np.add.at(xsum[i], b_, np.nan_to_num(cols[f"x{i}"][a:b].astype(np.float64)))
             np.add.at(xsq[i], b_, np.nan_to_num(cols[f"w{i}"][a:b].astype(np.float64)))
+            rolls[i, r_, b_] = np.nan_to_num(cols[f"r{i}"][a:b].astype(np.float64))
+            firsts[i, r_, b_] = np.nan_to_num(cols[f"f{i}"][a:b].astype(np.float64))
         # Tokens binned: the fully pooled level holds all of them; without margins the cells partition them.
         tot = int(counts.sum(axis=(1, 2)).max())
         if not plan.spec.margins:
             n_tokens += tot
         elif int(lvl[a]) == pooled_level:
             n_tokens = tot
-        stats[cell] = _CellStats(counts, sums, sumsq, xsum, xsq, np.full((M, B, len(QUANTILES)), np.nan))
+        stats[cell] = _CellStats(counts, sums, sumsq, xsum, xsq, np.full((M, B, len(QUANTILES)), np.nan),
+                                 rolls, firsts.sum(axis=2))
     if qtable is not None:
         q_lvl = qtable.column("lvl").to_numpy()
         q_dims = {d: qtable.column(d).to_pylist() for d in plan.dims}
@@ -570,7 +704,7 @@ def _assemble(plan: _Plan, src: TokenSource, table: Any, qtable: Any) -> Rollout
                     stats[cell].quant[i, int(q_bin[r])] = np.asarray(q_vals[i][r], dtype=np.float64)
     cells = tuple(stats)
     for st in stats.values():
-        for arr in (st.counts, st.sums, st.sumsq, st.xsum, st.xsq, st.quant):
+        for arr in (st.counts, st.sums, st.sumsq, st.xsum, st.xsq, st.quant, st.rollouts, st.rollouts_any):
             arr.setflags(write=False)
     edges = np.asarray(plan.edges, dtype=float)
     edges.setflags(write=False)
@@ -582,11 +716,12 @@ def _assemble(plan: _Plan, src: TokenSource, table: Any, qtable: Any) -> Rollout
 def bin_metric(source: Any, metrics: str | Iterable[str], spec: BinSpec | None = None, *, n_boot: int = 1000,
                ci: float = 0.95, seed: int = 0, memory_limit: str = "4GB", threads: int | None = None,
                **spec_kwargs: Any) -> pd.DataFrame:
-    """Tidy table of ``metrics`` by position bin with rollout-level bootstrap intervals.
+    """Tidy table of ``metrics`` by position bin with cluster-bootstrap intervals.
 
     ``mean`` is the mean over all tokens of the bin pooled across rollouts (ratio of sums ``sum s / sum n``);
-    ``ci_low``/``ci_high`` are percentile intervals from ``n_boot`` resamples of *rollouts* with replacement
-    (seeded); ``n_rollouts`` counts rollouts with a token in the bin. Columns: :data:`BIN_COLUMNS`.
+    ``ci_low``/``ci_high`` are expanded percentile intervals from ``n_boot`` resamples of *clusters* (prompts by
+    default, ``spec.cluster``) with replacement (seeded); ``n_rollouts`` and ``n_clusters`` count the rollouts and
+    clusters with a token in the bin. Columns: :data:`BIN_COLUMNS`.
 
     Example:
         >>> bin_metric("runs/x", "kl_reverse", by="rel", bins=20)          # doctest: +SKIP

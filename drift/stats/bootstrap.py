@@ -1,21 +1,29 @@
-"""Rollout-level (cluster) bootstrap of ratio estimates from per-rollout sufficient statistics.
+"""Cluster bootstrap of ratio estimates from per-cluster sufficient statistics.
 
-Tokens of one rollout share its prompt, its length and every earlier token, so they are not independent: the
-unit of resampling is the *rollout*, never the token. A bin mean is a ratio of sums over rollouts,
+Tokens of one rollout share its prompt, its length and every earlier token, and rollouts of one prompt share the
+prompt's difficulty, so neither tokens nor (with several samples per prompt) rollouts are independent: the unit of
+resampling is the *cluster*, by default the prompt (:func:`drift.schema.cluster_key_columns`), never the token. A bin
+mean is a ratio of sums, and sums and counts are additive over the rollouts of a cluster,
 
-    mean_b = sum_r s_rb / sum_r n_rb          (s = sum of the metric over the rollout's tokens in bin b, n = count)
+    mean_b = sum_k s_kb / sum_k n_kb      (s_kb = sum of the metric over cluster k's tokens in bin b, n_kb = count)
 
-so a bootstrap replicate only needs how many times each rollout was drawn: with counts w_r (rollouts drawn with
-replacement, sum_r w_r = R) the replicate is ``(w @ s) / (w @ n)``. Working from the R x B sufficient statistics
-makes 1000 resamples cheap, and drawing them in blocks keeps memory at ``block x R`` instead of ``n_boot x R``.
+so a bootstrap replicate only needs how many times each cluster was drawn: with counts w_k (K clusters drawn with
+replacement, sum_k w_k = K) the replicate is ``(w @ s) / (w @ n)``. Working from the K x B sufficient statistics
+makes 1000 resamples cheap, and drawing them in blocks keeps memory at ``block x K`` instead of ``n_boot x K``.
 
 Random-number protocol (so results are reproducible and independent of the block size): one
-``numpy.random.default_rng(seed)`` draws, for each replicate in order, ``rng.integers(0, R, size=R)``: the indices
-of the rollouts in that resample. A naive loop that does the same reproduces every replicate exactly.
+``numpy.random.default_rng(seed)`` draws, for each replicate in order, ``rng.integers(0, K, size=K)``: the indices
+of the clusters in that resample. A naive loop that does the same reproduces every replicate exactly.
+
+Intervals. :func:`percentile_interval` is the plain percentile interval; :func:`expanded_percentile_interval`
+(the default of bin tables) widens it for few clusters (Hesterberg 2015): the percentile interval at level
+``1 - alpha'`` with ``z_{1 - alpha'/2} = sqrt(K / (K - 1)) * t_{K-1, 1 - alpha/2}``, which corrects the bootstrap's
+``(K - 1) / K`` variance and the normal-vs-t tails at small K and tends to the percentile interval as K grows.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,12 +31,18 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
+    "INTERVAL_METHODS",
     "BootstrapResult",
     "cluster_bootstrap_ratio",
+    "expanded_level",
+    "expanded_percentile_interval",
     "percentile_interval",
     "ratio_replicates",
     "resample_counts",
 ]
+
+#: Interval methods of bin means: ``expanded`` (default, see the module docstring) or plain ``percentile``.
+INTERVAL_METHODS: tuple[str, ...] = ("expanded", "percentile")
 
 # Elements of the block x R resample-count matrix held at once (8 bytes each: 32 MiB).
 DEFAULT_BLOCK_ELEMENTS = 4_000_000
@@ -38,16 +52,17 @@ def _rng(seed: int | np.random.Generator) -> np.random.Generator:
     return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
 
 
-def resample_counts(n_rollouts: int, n_boot: int, seed: int | np.random.Generator = 0, *,
+def resample_counts(n_clusters: int, n_boot: int, seed: int | np.random.Generator = 0, *,
                     block_elements: int = DEFAULT_BLOCK_ELEMENTS) -> Iterator[np.ndarray]:
-    """Yield blocks ``counts_b_R`` (float64): how often each of ``n_rollouts`` rollouts is drawn in each replicate.
+    """Yield blocks ``counts_b_K`` (float64): how often each of ``n_clusters`` clusters is drawn in each replicate.
 
-    Replicate ``i`` draws ``rng.integers(0, R, size=R)`` (see the module docstring); blocks hold
-    ``max(1, block_elements // R)`` replicates, so memory stays bounded for 100k+ rollouts.
+    Replicate ``i`` draws ``rng.integers(0, K, size=K)`` (see the module docstring); blocks hold
+    ``max(1, block_elements // K)`` replicates, so memory stays bounded for 100k+ clusters. (The first argument was
+    called ``n_rollouts`` before clusters became prompts; it is positional in every caller.)
     """
-    R = int(n_rollouts)
+    R = int(n_clusters)
     if R < 1:
-        raise ValueError(f"n_rollouts must be >= 1 to bootstrap, got {R}")
+        raise ValueError(f"n_clusters must be >= 1 to bootstrap, got {R}")
     rng = _rng(seed)
     block = max(1, int(block_elements) // R)
     done = 0
@@ -63,10 +78,11 @@ def resample_counts(n_rollouts: int, n_boot: int, seed: int | np.random.Generato
 def ratio_replicates(sums_R_B: np.ndarray, counts_R_B: np.ndarray, n_boot: int,
                      seed: int | np.random.Generator = 0, *,
                      block_elements: int = DEFAULT_BLOCK_ELEMENTS) -> np.ndarray:
-    """Bootstrap replicates ``reps_b_B`` of the ratio ``sum_r sums / sum_r counts`` per column, rollouts resampled.
+    """Bootstrap replicates ``reps_b_B`` of the ratio ``sum_k sums / sum_k counts`` per column, clusters (rows)
+    resampled.
 
     Columns with no count in a replicate are NaN (the bin was not drawn). ``sums_R_B`` may hold several metrics
-    side by side (R x (M*B)): all columns share the same resampled rollouts.
+    side by side (K x (M*B)): all columns share the same resampled clusters.
     """
     sums_R_B = np.asarray(sums_R_B, dtype=np.float64)
     counts_R_B = np.asarray(counts_R_B, dtype=np.float64)
@@ -100,16 +116,48 @@ def percentile_interval(reps_b_B: np.ndarray, ci: float = 0.95) -> tuple[np.ndar
     return lo, hi
 
 
+def expanded_level(ci: float, n_clusters: int) -> float:
+    """Percentile level ``1 - alpha'`` of the expanded percentile interval for K clusters.
+
+    ``z_{1 - alpha'/2} = sqrt(K / (K - 1)) * t_{K-1, 1 - alpha/2}`` with ``alpha = 1 - ci``; K < 2 gives ``ci``
+    (nothing to expand: such an interval is degenerate anyway, and callers report it as insufficient).
+    """
+    from scipy.stats import norm, t
+
+    K = int(n_clusters)
+    if K < 2:
+        return float(ci)
+    z = math.sqrt(K / (K - 1)) * float(t.ppf((1.0 + ci) / 2.0, K - 1))
+    return float(1.0 - 2.0 * norm.sf(z))
+
+
+def expanded_percentile_interval(reps_b_B: np.ndarray, n_clusters: int | np.ndarray,
+                                 ci: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Expanded percentile interval per column (see the module docstring); ``n_clusters`` per column or one K.
+
+    With a per-column K (clusters that have tokens in the bin), each column gets its own level.
+    """
+    reps = np.asarray(reps_b_B, dtype=np.float64)
+    K = np.broadcast_to(np.asarray(n_clusters, dtype=np.int64), reps.shape[1:])
+    lo = np.full(reps.shape[1:], np.nan)
+    hi = np.full(reps.shape[1:], np.nan)
+    for k in np.unique(K):
+        cols = k == K
+        lo[cols], hi[cols] = percentile_interval(reps[:, cols], expanded_level(ci, int(k)))
+    return lo, hi
+
+
 @dataclass(frozen=True)
 class BootstrapResult:
-    """Ratio estimates with rollout-level percentile intervals (arrays are read-only).
+    """Ratio estimates with cluster-bootstrap intervals (arrays are read-only).
 
     Attributes:
-        estimate: ``sum_r sums / sum_r counts`` per column (NaN where the count is 0).
-        ci_low, ci_high: percentile interval at level ``ci``.
+        estimate: ``sum_k sums / sum_k counts`` per column (NaN where the count is 0).
+        ci_low, ci_high: interval at level ``ci`` (``interval`` says which kind).
         se: standard deviation of the replicates (bootstrap standard error).
         n_boot, ci, seed: how it was computed.
         replicates: the ``n_boot x B`` replicates when requested, else None.
+        interval: ``"percentile"`` or ``"expanded"``; n_clusters: K, the rows resampled.
     """
 
     estimate: np.ndarray
@@ -120,6 +168,8 @@ class BootstrapResult:
     ci: float
     seed: int | None
     replicates: np.ndarray | None = None
+    interval: str = "percentile"
+    n_clusters: int = 0
 
 
 def _readonly(a: np.ndarray | None) -> np.ndarray | None:
@@ -132,22 +182,28 @@ def _readonly(a: np.ndarray | None) -> np.ndarray | None:
 
 def cluster_bootstrap_ratio(sums_R_B: np.ndarray, counts_R_B: np.ndarray, n_boot: int = 1000, ci: float = 0.95,
                             seed: int = 0, *, return_replicates: bool = False,
-                            block_elements: int = DEFAULT_BLOCK_ELEMENTS) -> BootstrapResult:
-    """Cluster bootstrap of per-column ratios of sums: resample rollouts (rows), not tokens.
+                            block_elements: int = DEFAULT_BLOCK_ELEMENTS,
+                            interval: str = "percentile") -> BootstrapResult:
+    """Cluster bootstrap of per-column ratios of sums: resample clusters (rows), not tokens.
 
     Args:
-        sums_R_B: per-rollout, per-bin sum of the metric (R rollouts x B bins); 0 where a rollout has no token.
-        counts_R_B: per-rollout, per-bin token counts (same shape). Any weights work (e.g. correct/attempted for a
+        sums_R_B: per-cluster, per-bin sum of the metric (K clusters x B bins); 0 where a cluster has no token.
+            A cluster is a prompt (all its rollouts added up) or, with one sample per prompt, a rollout.
+        counts_R_B: per-cluster, per-bin token counts (same shape). Any weights work (e.g. correct/attempted for a
             continuation-probe accuracy).
         n_boot: number of resamples (0: point estimates only, intervals NaN).
         ci: interval level, e.g. 0.95.
         seed: seed of ``numpy.random.default_rng``; same seed, same intervals.
         return_replicates: keep the ``n_boot x B`` replicate matrix (for covariances, direction tests).
         block_elements: memory knob, resample-count elements held at once (results do not depend on it).
+        interval: ``"percentile"`` (default here, for backward compatibility) or ``"expanded"`` (small-K
+            correction; each column uses K = the clusters with a count in it).
 
     Returns:
-        :class:`BootstrapResult` with the point estimate, percentile interval and bootstrap SE per column.
+        :class:`BootstrapResult` with the point estimate, interval and bootstrap SE per column.
     """
+    if interval not in INTERVAL_METHODS:
+        raise ValueError(f"interval must be one of {INTERVAL_METHODS}, got {interval!r}")
     if not 0.0 < ci < 1.0:
         raise ValueError(f"ci must be in (0, 1), got {ci}")
     if n_boot < 0:
@@ -160,11 +216,14 @@ def cluster_bootstrap_ratio(sums_R_B: np.ndarray, counts_R_B: np.ndarray, n_boot
     if n_boot == 0 or sums_R_B.shape[0] == 0:
         nan = np.full(est.shape, np.nan)
         return BootstrapResult(_readonly(est), _readonly(nan), _readonly(nan), _readonly(nan), n_boot, ci, seed,
-                               None)
+                               None, interval, int(sums_R_B.shape[0]))
     reps = ratio_replicates(sums_R_B, counts_R_B, n_boot, seed, block_elements=block_elements)
-    lo, hi = percentile_interval(reps, ci)
+    if interval == "expanded":
+        lo, hi = expanded_percentile_interval(reps, (counts_R_B > 0).sum(axis=0), ci)
+    else:
+        lo, hi = percentile_interval(reps, ci)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns give NaN, as intended
         se = np.nanstd(reps, axis=0, ddof=1) if n_boot > 1 else np.full(est.shape, np.nan)
     return BootstrapResult(_readonly(est), _readonly(lo), _readonly(hi), _readonly(se), n_boot, ci, seed,
-                           _readonly(reps) if return_replicates else None)
+                           _readonly(reps) if return_replicates else None, interval, int(sums_R_B.shape[0]))

@@ -1,4 +1,4 @@
-"""One fitting routine for every declared curve family, and frozen results you can report, plot and compare.
+"""One fitting routine for every declared curve family, and frozen results you can report, plot, compare and reload.
 
 **Model.** Bin means ``y_k`` at positions ``x_k`` follow ``y_k = f(x_k; theta) + e_k`` with ``e ~ N(0, sigma^2 V)``.
 ``V`` comes from one of (pick at most one):
@@ -7,14 +7,41 @@
   rollout-level noise dominates a bin mean's variance, and it is the number of independent units) or any
   precision weights. Points with weight 0 are dropped.
 - ``sigma=s``: ``V = diag(s^2)`` (e.g. the bootstrap standard error of each bin).
-- ``cov=C``: ``V = C``, a full covariance, e.g. of the bootstrap replicates of the bin means: the same rollouts feed
-  every bin, so bin means are correlated and a common shift should widen the intercept's interval, not vanish.
-  ``C`` is shrunk towards its diagonal by ``shrinkage`` and its diagonal floored at 1e-4 x its median so a bin
-  with (near) zero variance, like a cumulative quantity at position 0, cannot dominate the fit.
+- ``cov=C``: a covariance of the bin means, e.g. of their bootstrap replicates: the same clusters feed every bin,
+  so bin means are correlated and a common shift should widen the intercept's interval, not vanish. Its diagonal is
+  floored at 1e-4 x its median so a bin with (near) zero variance, like a cumulative quantity at position 0, cannot
+  dominate the fit. How ``C`` is used depends on ``n_clusters`` (below).
 - none: ``V = I``.
 
 ``scipy.optimize.least_squares`` (trust-region reflective, within the model's bounds) minimises ``|W r|^2`` with
 ``W^T W = V^{-1}``, from the model's start points; the best converged one wins.
+
+**Errors estimated from R clusters** (``n_clusters=R``: the errors ``sigma``/``cov`` come from a cluster bootstrap
+over R independent clusters, e.g. prompts). A covariance of B bin means estimated from R clusters has R - 1 degrees
+of freedom, however many bootstrap draws were made, so R, not the number of draws, decides how far it can be trusted:
+
+1. The bootstrap's plug-in variance is ``(R - 1) / R`` times the unbiased one: ``sigma^2`` and ``C`` are multiplied
+   by ``R / (R - 1)``.
+2. ``errors="full_cov"`` when ``R >= 2 B`` (and ``R >= B + 5``, so the corrections below are defined): generalized
+   least squares with ``V = C R / (R - B - 2)``, i.e. the unbiased inverse ``(R - B - 2) / (R - 1) * Chat^{-1}`` of
+   Hartlap et al. (2007) (``Chat = C R / (R - 1)``), optionally shrunk towards its diagonal by ``shrinkage``. The
+   parameter covariance is further multiplied by Percival et al.'s (2014) ``m1 = (1 + b (B - p)) / (1 + a +
+   b (p + 1))``, ``a = 2 / ((R - B - 1)(R - B - 4))``, ``b = (R - B - 2) / ((R - B - 1)(R - B - 4))``: the extra
+   scatter of estimates weighted by a noisy inverse. Intervals use Student's t with ``R - 1 - (B - p)`` degrees of
+   freedom (the distribution of ``(J^T Chat^{-1} J)^{-1}`` under a Wishart ``Chat``).
+3. ``errors="diagonal"`` otherwise: the full covariance is too noisy to invert (with R <= B it is singular, and a
+   GLS fit then trusts directions in which it has seen no variation, e.g. ΔAIC 55 and a "significant" hinge from
+   16 rollouts at 20 bins). The curve is fitted by weighted least squares with ``V = diag(C)`` (working
+   independence), and its parameter covariance is the sandwich ``A^{-1} J_w^T C_w J_w A^{-1}`` (``J_w`` the
+   whitened Jacobian, ``A = J_w^T J_w``, ``C_w = D^{-1/2} C D^{-1/2}``, ``D = diag(C)``), which needs no inverse of
+   ``C``: it is the bootstrap variance of the fitted linear combinations of the bin means, correlations included.
+   Intervals use Student's t with ``R - 1`` degrees of freedom. (AIC uses the diagonal likelihood.)
+4. With ``sigma``: ``errors="sigma"``, t with ``R - 1`` degrees of freedom; with ``weights`` or none the scale is
+   estimated from the residuals and t has ``min(n - p, R - 1)`` degrees of freedom.
+
+``FitResult.errors`` and ``FitResult.errors_reason`` say which was used and why. ``n_clusters=None`` keeps the
+legacy behaviour: ``cov`` is used as given (``errors="cov"``, full GLS, no correction for R) and intervals use the
+normal (known scale) or t with n - p degrees of freedom.
 
 **Bins are intervals, not points.** A bin mean averages the curve over the bin's tokens, which differs from the
 curve at their mean position ``x`` where the curve bends (Jensen). With ``x_var`` (the variance of the token
@@ -22,12 +49,19 @@ positions within each bin) the model value of a bin is ``(f(x - d) + 4 f(x) + f(
 (matches the first two moments; exact for quadratics); without it, ``f(x)``. :func:`~drift.stats.fit_bins` passes
 it, which removes the bias of strongly curved fits (tau near the bin width, power laws near 0).
 
-**Uncertainty.** ``cov(theta) = s^2 (J^T J)^{-1}`` with ``J`` the whitened Jacobian and ``s^2 = RSS / (n - p)``
-(``absolute_sigma=False``, the default: ``V`` gives relative weights and the scale is estimated) or
-``s^2 = max(1, RSS / (n - p))`` (``absolute_sigma=True`` with ``sigma``/``cov``: they are the actual errors, e.g.
-from the rollout bootstrap, so the scale is known; a misfitting curve still widens its intervals by the reduced
-chi-square, a well-fitting one never narrows them). Intervals are Wald: ``theta +- q * se`` with ``q`` from
-Student's t with n - p degrees of freedom (estimated scale) or the normal (known scale).
+**Uncertainty.** ``cov(theta) = s^2 (J^T J)^{-1}`` (or the sandwich above) with ``J`` the whitened Jacobian and
+``s^2 = RSS / (n - p)`` (``absolute_sigma=False``, the default: ``V`` gives relative weights and the scale is
+estimated) or ``s^2 = max(1, RSS / (n - p))`` (``absolute_sigma=True`` with ``sigma``/``cov``: they are the actual
+errors, e.g. from the cluster bootstrap, so the scale is known; a misfitting curve still widens its intervals by the
+reduced chi-square, a well-fitting one never narrows them). Intervals are Wald: ``theta +- q * se`` with ``q`` from
+Student's t (degrees of freedom above; ``FitResult.df_ci``, ``inf`` for the normal).
+
+**Identification.** A converged fit is ``identified=False`` (and never selected by :class:`ModelSelection`) when a
+parameter's standard error is not finite, or its interval is absurdly wide: for a position or width along x (units
+``x``/``dx`` in :data:`drift.curves.FAMILIES`) a half-width above ``max_ci_scale`` (default 100) x the x-range of
+the data; for any other parameter a half-width ``h`` that would move the curve by more than ``max_ci_scale`` x the
+data scale, ``h * max_k |df/dtheta_j (x_k)| > max_ci_scale * ptp(y)``. Such an interval says the data cannot tell
+the value (a logistic ``x0 = 0.84 [-2.8e7, 2.8e7]`` on x in [0, 1]); the message names the parameter.
 
 **Information criteria** from the Gaussian likelihood of the whitened residuals:
 
@@ -36,6 +70,10 @@ Student's t with n - p degrees of freedom (estimated scale) or the normal (known
 
 ``AIC = 2k - 2 logL``, ``AICc = AIC + 2k(k+1) / (n - k - 1)``, ``BIC = k log(n) - 2 logL``. Only differences
 between models fitted to the same data and errors mean anything.
+
+**Reloading.** :meth:`FitResult.to_dict` / :meth:`ModelSelection.to_dict` write plain JSON (``fits.json``);
+:meth:`FitResult.from_dict` / :meth:`ModelSelection.from_dict` read it back with the same predictions and the same
+selection, so later stages (the report) need not fit again.
 """
 
 from __future__ import annotations
@@ -48,13 +86,15 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from scipy import linalg, optimize
+from scipy import linalg, optimize, special
 from scipy import stats as sps
 
+from drift.curves import evaluate_on_domain
 from drift.errors import ConvergenceError, FitWarning
 from drift.stats.models import MODELS, DecayModel, get_model
 
-__all__ = ["FitResult", "FrozenDict", "ModelSelection", "fit_all", "fit_model", "half_point"]
+__all__ = ["FitResult", "FrozenDict", "ModelSelection", "fit_all", "fit_model", "full_cov_allowed", "half_point",
+           "percival_m1"]
 
 
 class FrozenDict(Mapping[str, Any]):
@@ -107,6 +147,23 @@ def _ro(a: Any) -> np.ndarray | None:
     return a
 
 
+def _floats(d: Mapping[str, Any] | None, names: Sequence[str], missing: float = math.nan) -> FrozenDict:
+    """Named floats from a JSON dict (None, as non-finite values are written, becomes ``missing``)."""
+    d = d or {}
+    return FrozenDict({p: (missing if d.get(p) is None else float(d[p])) for p in names})
+
+
+def _num(v: Any, missing: float = math.nan) -> float:
+    return missing if v is None else float(v)
+
+
+def _arr(v: Any) -> np.ndarray | None:
+    if v is None:
+        return None
+    return _ro(np.array([math.nan if e is None else e for e in np.ravel(np.array(v, dtype=object))], dtype=float)
+               .reshape(np.shape(v)))
+
+
 @dataclass(frozen=True)
 class FitResult:
     """A finished fit of one model: immutable; ``converged=False`` results carry NaN parameters and the reason.
@@ -117,10 +174,18 @@ class FitResult:
         cov: parameter covariance (p x p).
         aic, aicc, bic, loglik: information criteria (see the module docstring for the formulas).
         n_obs, df_resid, scale: data points, n - p, the error scale s^2 (1 when known).
-        converged, message: whether the optimizer converged, and its (or the failure's) message.
+        converged, message: whether the optimizer converged, and its (or the failure's) message; for an
+            unidentified fit the message starts with ``unidentified:`` and names the parameter.
         x, y, weights, yerr: the data fitted (``yerr``: per-point standard errors when known, for plots).
         x_var: spread of positions within each bin when the bin-averaged curve was fitted, else None.
-        ci: interval level; errors: which error model was used (``none``, ``weights``, ``sigma``, ``cov``).
+        ci: interval level.
+        errors: the error model used: ``none``, ``weights``, ``sigma``, ``cov`` (legacy: as given), ``full_cov``
+            (GLS with the R-corrected covariance) or ``diagonal`` (WLS on its diagonal, sandwich intervals).
+        errors_reason: why that error model (e.g. ``R=16 < 2 x 20 bins``); empty when not chosen by a rule.
+        n_clusters: the number R of independent clusters behind the errors, when given.
+        df_ci: degrees of freedom of the t quantile of the intervals (``inf``: the normal).
+        identified: False when a parameter's interval is not finite or absurdly wide (module docstring); such a
+            fit is never selected.
     """
 
     model: DecayModel
@@ -146,6 +211,10 @@ class FitResult:
     errors: str = "none"
     warnings: tuple[str, ...] = field(default=())
     x_var: np.ndarray | None = None
+    errors_reason: str = ""
+    n_clusters: int | None = None
+    df_ci: float = math.inf
+    identified: bool = True
 
     @property
     def name(self) -> str:
@@ -155,11 +224,24 @@ class FitResult:
     def n_params(self) -> int:
         return self.model.n_params
 
+    @property
+    def selectable(self) -> bool:
+        """Converged, with a finite AIC and identified parameters: may be selected by :class:`ModelSelection`."""
+        return self.converged and math.isfinite(self.aic) and self.identified
+
     def predict(self, x: Any) -> np.ndarray:
-        """The fitted curve at ``x`` (NaN for a fit that did not converge)."""
+        """The fitted curve at ``x`` (NaN for a fit that did not converge; raises outside the family's domain)."""
         if not self.converged:
             return np.full(np.shape(x), np.nan)
         return self.model.evaluate(x, dict(self.params))
+
+    def predict_on_domain(self, x: Any) -> np.ndarray:
+        """The fitted curve at ``x``, points outside the family's domain evaluated at its edge (for an open edge,
+        x > 0 of a power law, the smallest fitted x); see :func:`drift.curves.evaluate_on_domain`."""
+        if not self.converged:
+            return np.full(np.shape(x), np.nan)
+        edge = float(np.min(self.x)) if len(self.x) else None
+        return evaluate_on_domain(self.name, dict(self.params), x, edge=edge)
 
     def summary(self) -> pd.DataFrame:
         """One row per parameter: estimate, stderr, ci_low, ci_high."""
@@ -169,22 +251,64 @@ class FitResult:
                             index=pd.Index(names, name="param"))
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON dict: model, params, stderr, ci_low, ci_high, aic, bic, converged and fit details."""
+        """Plain-JSON dict: model, params, stderr, ci_low, ci_high, aic, bic, converged, identified, the error model
+        and the data fitted (x, y, yerr), so :meth:`from_dict` rebuilds an equivalent result."""
         return _plain({
             "model": self.name, "formula": self.model.formula, "params": dict(self.params),
             "stderr": dict(self.stderr), "ci_low": dict(self.ci_low), "ci_high": dict(self.ci_high),
             "aic": self.aic, "aicc": self.aicc, "bic": self.bic, "loglik": self.loglik, "converged": self.converged,
-            "message": self.message, "n_obs": self.n_obs, "n_params": self.n_params, "scale": self.scale,
-            "ci": self.ci, "errors": self.errors, "warnings": list(self.warnings),
+            "identified": self.identified, "message": self.message, "n_obs": self.n_obs, "n_params": self.n_params,
+            "df_resid": self.df_resid, "scale": self.scale, "ci": self.ci, "errors": self.errors,
+            "errors_reason": self.errors_reason, "n_clusters": self.n_clusters,
+            "df_ci": self.df_ci if math.isfinite(self.df_ci) else "inf", "warnings": list(self.warnings),
+            "cov": self.cov, "x": self.x, "y": self.y, "yerr": self.yerr,
         })
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> FitResult:
+        """Rebuild a result from :meth:`to_dict` output (e.g. an entry of ``fits.json``).
+
+        Values written as null (non-finite numbers) come back as NaN (``aic``/``aicc``/``bic``: inf, ``loglik``:
+        -inf). Older files without ``identified``, ``x`` or ``cov`` load with ``identified=True``, empty data and a
+        NaN covariance; predictions need only the parameters.
+
+        Raises:
+            ValueError: an unknown model name.
+        """
+        model = get_model(str(d["model"]))
+        names = model.param_names
+        p = model.n_params
+        cov = _arr(d.get("cov"))
+        if cov is None or cov.shape != (p, p):
+            cov = _ro(np.full((p, p), math.nan))
+        x = _arr(d.get("x"))
+        y = _arr(d.get("y"))
+        df_ci = d.get("df_ci", "inf")
+        return cls(model=model, params=_floats(d.get("params"), names), stderr=_floats(d.get("stderr"), names),
+                   ci_low=_floats(d.get("ci_low"), names), ci_high=_floats(d.get("ci_high"), names), cov=cov,
+                   aic=_num(d.get("aic"), math.inf), aicc=_num(d.get("aicc"), math.inf),
+                   bic=_num(d.get("bic"), math.inf), loglik=_num(d.get("loglik"), -math.inf),
+                   n_obs=int(d.get("n_obs") or 0), df_resid=int(d.get("df_resid", (d.get("n_obs") or 0) - p)),
+                   scale=_num(d.get("scale")), converged=bool(d.get("converged", False)),
+                   message=str(d.get("message", "")), x=x if x is not None else _ro(np.empty(0)),
+                   y=y if y is not None else _ro(np.empty(0)), yerr=_arr(d.get("yerr")), ci=float(d.get("ci", 0.95)),
+                   errors=str(d.get("errors", "none")), warnings=tuple(d.get("warnings") or ()),
+                   errors_reason=str(d.get("errors_reason") or ""),
+                   n_clusters=None if d.get("n_clusters") is None else int(d["n_clusters"]),
+                   df_ci=math.inf if df_ci in (None, "inf") else float(df_ci),
+                   identified=bool(d.get("identified", True)))
 
     def report(self) -> str:
         """A short text report: formula, fit statistics and the parameter table."""
         head = f"{self.name}: y = {self.model.formula}"
         if not self.converged:
             return f"{head}\n  did not converge: {self.message}"
+        errors = self.errors + (f" ({self.errors_reason})" if self.errors_reason else "")
+        clusters = f"  R={self.n_clusters}" if self.n_clusters is not None else ""
         lines = [head, f"  n={self.n_obs}  AIC={self.aic:.2f}  BIC={self.bic:.2f}  scale={self.scale:.3g}  "
-                       f"errors={self.errors}"]
+                       f"errors={errors}{clusters}"]
+        if not self.identified:
+            lines.append(f"  NOT IDENTIFIED (never selected): {self.message}")
         level = f"{round(self.ci * 100)}%"
         for p in self.model.param_names:
             lines.append(f"  {p:>4} = {self.params[p]: .5g}  (se {self.stderr[p]:.3g}; {level} CI "
@@ -197,8 +321,11 @@ class FitResult:
 
     def _repr_html_(self) -> str:
         status = "" if self.converged else f" <b>did not converge</b>: {self.message}"
+        if self.converged and not self.identified:
+            status = f" <b>not identified</b>: {self.message}"
         return (f"<p><b>{self.name}</b>: y = {self.model.formula}; n={self.n_obs}, AIC={self.aic:.2f}, "
-                f"BIC={self.bic:.2f}{status}</p>" + self.summary().to_html(float_format=lambda v: f"{v:.5g}"))
+                f"BIC={self.bic:.2f}, errors={self.errors}{status}</p>"
+                + self.summary().to_html(float_format=lambda v: f"{v:.5g}"))
 
     def plot(self, ax: Any = None, *, data: bool = True, n_points: int = 200, **line_kws: Any) -> Any:
         """Data points (with error bars when known) and the fitted curve on ``ax`` (default: current axes)."""
@@ -217,14 +344,14 @@ class FitResult:
 
     @classmethod
     def failed(cls, model: str | DecayModel, x: Any, y: Any, message: str, *, ci: float = 0.95,
-               errors: str = "none") -> FitResult:
+               errors: str = "none", n_clusters: int | None = None) -> FitResult:
         """A result that records a failed fit (NaN parameters, infinite AIC) so it is reported, not hidden."""
         model = get_model(model)
         nan = FrozenDict(dict.fromkeys(model.param_names, math.nan))
         p = model.n_params
         return cls(model, nan, nan, nan, nan, _ro(np.full((p, p), np.nan)), math.inf, math.inf, math.inf, -math.inf,
                    len(np.atleast_1d(x)), len(np.atleast_1d(x)) - p, math.nan, False, message, _ro(x), _ro(y),
-                   ci=ci, errors=errors)
+                   ci=ci, errors=errors, n_clusters=n_clusters, identified=False)
 
 
 def _inside(p0: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -234,12 +361,21 @@ def _inside(p0: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     return np.clip(p0, np.where(np.isfinite(lo), lo + eps, -np.inf), np.where(np.isfinite(hi), hi - eps, np.inf))
 
 
+def _floored_cov(C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(C with its diagonal floored at 1e-4 x the median positive variance, the floored diagonal)."""
+    d = np.diag(C).copy()
+    pos = d[d > 0]
+    if len(pos) == 0:
+        raise ValueError("cov has no positive variance (every point is deterministic); fit with weights instead")
+    d = np.maximum(d, 1e-4 * float(np.median(pos)))
+    C = C.copy()
+    C[np.diag_indices(len(d))] = d
+    return C, d
+
+
 def _whitener(n: int, weights: Any, sigma: Any, cov: Any, shrinkage: float
               ) -> tuple[str, Any, float, np.ndarray | None, np.ndarray | None]:
     """(errors, whiten(r), log|det W|, weights used, yerr) for the chosen error model."""
-    given = [name for name, v in (("weights", weights), ("sigma", sigma), ("cov", cov)) if v is not None]
-    if len(given) > 1:
-        raise ValueError(f"pass at most one of weights, sigma, cov (got {', '.join(given)})")
     if weights is not None:
         w = np.asarray(weights, dtype=float)
         rw = np.sqrt(w)
@@ -248,15 +384,9 @@ def _whitener(n: int, weights: Any, sigma: Any, cov: Any, shrinkage: float
         s = np.asarray(sigma, dtype=float)
         return "sigma", (lambda r: r / s), float(-np.sum(np.log(s))), 1.0 / s ** 2, s
     if cov is not None:
-        C = np.asarray(cov, dtype=float)
-        if C.shape != (n, n):
-            raise ValueError(f"cov must be {n} x {n} for {n} points, got {C.shape}")
-        d = np.diag(C).copy()
-        pos = d[d > 0]
-        if len(pos) == 0:
-            raise ValueError("cov has no positive variance (every point is deterministic); fit with weights instead")
-        d = np.maximum(d, 1e-4 * float(np.median(pos)))
-        C = (1.0 - shrinkage) * C + shrinkage * np.diag(np.diag(C))
+        C0 = np.asarray(cov, dtype=float)
+        _, d = _floored_cov(C0)
+        C = (1.0 - shrinkage) * C0 + shrinkage * np.diag(np.diag(C0))
         C[np.diag_indices(n)] = np.maximum(np.diag(C), d)
         try:
             L = linalg.cholesky(C, lower=True)
@@ -268,6 +398,84 @@ def _whitener(n: int, weights: Any, sigma: Any, cov: Any, shrinkage: float
     return "none", (lambda r: r), 0.0, None, None
 
 
+def percival_m1(n_clusters: int, n_bins: int, n_params: int) -> float:
+    """Percival et al. (2014) variance factor ``m1`` of parameters fitted with a Hartlap-corrected inverse covariance
+    estimated from ``n_clusters`` samples of ``n_bins`` bins (module docstring); needs ``R > B + 4``."""
+    R, B, p = int(n_clusters), int(n_bins), int(n_params)
+    if R <= B + 4:
+        raise ValueError(f"m1 needs n_clusters > n_bins + 4, got R={R}, B={B}")
+    den = (R - B - 1) * (R - B - 4)
+    a, b = 2.0 / den, (R - B - 2) / den
+    return (1.0 + b * (B - p)) / (1.0 + a + b * (p + 1))
+
+
+def smoothed_variances(d: np.ndarray, n_clusters: int) -> np.ndarray:
+    """Per-bin variances shrunk towards their common level, as weights of the diagonal-error fit.
+
+    Each ``d_k`` is estimated from R clusters, so ``log d_k`` carries sampling noise of variance about
+    ``psi'((R - 1) / 2)`` (trigamma; ``log`` of a chi-square with R - 1 degrees of freedom). Weights that noisy
+    make the estimate scatter more than the sandwich (which treats weights as fixed) reports. James-Stein on the
+    log scale: ``log d'_k = m + (1 - lam) (log d_k - m)``, ``m`` the mean of ``log d``, ``lam = min(1, noise /
+    var_k(log d_k))``: genuinely different variances (a bin with few tokens) keep their weight, noise is averaged
+    away. Any fixed weights give a valid sandwich interval; these only make it efficient and robust.
+    """
+    d = np.asarray(d, dtype=float)
+    if len(d) < 3 or n_clusters < 3:
+        return np.full_like(d, float(np.exp(np.mean(np.log(d)))))
+    logd = np.log(d)
+    m = float(np.mean(logd))
+    spread = float(np.var(logd, ddof=1))
+    noise = float(special.polygamma(1, (n_clusters - 1) / 2.0))
+    lam = 1.0 if spread <= noise else noise / spread
+    return np.exp(m + (1.0 - lam) * (logd - m))
+
+
+def full_cov_allowed(n_clusters: int, n_bins: int) -> tuple[bool, str]:
+    """Whether ``n_clusters`` clusters support the full covariance of ``n_bins`` bin means, and why (or why not).
+
+    The rule: ``R >= 2 B`` and ``R >= B + 5`` (so the Hartlap and Percival corrections are defined).
+    """
+    n_c, n_b = int(n_clusters), int(n_bins)
+    need = max(2 * n_b, n_b + 5)
+    if n_c >= need:
+        return True, f"R={n_c} >= {need} clusters for {n_b} bins: full covariance (Hartlap-corrected)"
+    return False, (f"R={n_c} < {need} clusters for {n_b} bins (full covariance needs R >= 2 x bins): diagonal "
+                   "errors, interval by the sandwich with the bootstrap covariance")
+
+
+def _identification(model: DecayModel, x: np.ndarray, y: np.ndarray, theta: np.ndarray, half: np.ndarray,
+                    fitted: Any, max_ci_scale: float) -> str:
+    """'' when every parameter is identified, else the reason (module docstring: Identification)."""
+    span = float(np.ptp(x)) if len(x) else 0.0
+    span = span if span > 0 else 1.0
+    yscale = float(np.ptp(y)) if len(y) else 0.0
+    if not yscale > 0:
+        yscale = max(float(np.max(np.abs(y))) if len(y) else 0.0, 1e-12)
+    problems = []
+    units = model.family.units
+    for i, name in enumerate(model.param_names):
+        h = float(half[i])
+        if not math.isfinite(h):
+            problems.append(f"{name} has no finite interval")
+            continue
+        if units[name] in ("x", "dx"):
+            if h > max_ci_scale * span:
+                problems.append(f"{name} = {theta[i]:.4g} +- {h:.3g} is wider than {max_ci_scale:g} x the x-range "
+                                f"({span:.3g})")
+            continue
+        step = 1e-6 * max(abs(float(theta[i])), 1e-3)
+        tp, tm = theta.copy(), theta.copy()
+        tp[i] += step
+        tm[i] -= step
+        with np.errstate(all="ignore"):
+            grad = (np.asarray(fitted(tp)) - np.asarray(fitted(tm))) / (2 * step)
+        moved = h * float(np.max(np.abs(grad))) if np.all(np.isfinite(grad)) else math.inf
+        if moved > max_ci_scale * yscale:
+            problems.append(f"{name} = {theta[i]:.4g} +- {h:.3g} moves the curve by {moved:.3g}, more than "
+                            f"{max_ci_scale:g} x the data scale ({yscale:.3g})")
+    return "; ".join(problems)
+
+
 def _what_to_try(model: DecayModel) -> str:
     return (f"Try other start values (p0={{{', '.join(f'{p!r}: ...' for p in model.param_names)}}}), rescale x "
             "(relative positions, or absolute positions / 1000), a family with fewer parameters (linear), "
@@ -277,25 +485,32 @@ def _what_to_try(model: DecayModel) -> str:
 def fit_model(model: str | DecayModel, x: Any, y: Any, *, weights: Any = None, sigma: Any = None, cov: Any = None,
               p0: Mapping[str, float] | None = None, absolute_sigma: bool = False, ci: float = 0.95,
               nan_policy: Literal["raise", "omit"] = "raise", shrinkage: float = 0.0,
-              max_nfev: int | None = None, x_var: Any = None) -> FitResult:
+              max_nfev: int | None = None, x_var: Any = None, n_clusters: int | None = None,
+              max_ci_scale: float = 100.0) -> FitResult:
     """Fit one curve family to ``(x, y)`` by (generalized) least squares; see the module docstring for the model.
 
     Args:
         model: a family name (``"exponential"``, ``"power"``, ``"logistic"``, ``"linear"``, ``"hinge"``) or model.
         x, y: abscissa (bin centres) and bin means, same length.
         weights, sigma, cov: the error model; at most one (``weights``: precision weights such as bin counts;
-            ``sigma``: per-point standard errors; ``cov``: full covariance).
+            ``sigma``: per-point standard errors; ``cov``: covariance of the points, e.g. of bootstrap replicates).
         p0: start values by name (default: the model's data-driven starts).
         absolute_sigma: treat ``sigma``/``cov`` as the true error scale instead of relative weights.
         ci: level of the Wald intervals.
         nan_policy: ``"raise"`` on non-finite x, y or errors, or ``"omit"`` those points.
-        shrinkage: with ``cov``, weight of its diagonal in ``(1 - a) C + a diag(C)`` (0..1).
+        shrinkage: with the full covariance, weight of its diagonal in ``(1 - a) C + a diag(C)`` (0..1).
         max_nfev: function-evaluation budget per start (default 200 x (p + 1)).
         x_var: variance of positions within each point's bin: fit the bin-averaged curve (module docstring).
+        n_clusters: R, the number of independent clusters (e.g. prompts) the errors were bootstrapped over. Given,
+            ``cov`` is used in full only when ``R >= 2 x`` points (else its diagonal, with sandwich intervals),
+            the bootstrap variance is corrected by ``R / (R - 1)`` and intervals use t with R-based degrees of
+            freedom (module docstring). None: legacy behaviour (``cov`` used in full as given).
+        max_ci_scale: a parameter whose interval is wider than this many x-ranges (positions, widths) or moves
+            the curve by more than this many data scales (the rest) makes the fit unidentified.
 
     Raises:
         ConvergenceError: no start converged, or too few points for the parameters; the message says what to try.
-        ValueError: malformed input (shapes, NaNs under ``nan_policy="raise"``, negative weights).
+        ValueError: malformed input (shapes, NaNs under ``nan_policy="raise"``, negative weights, n_clusters < 1).
     """
     model = get_model(model)
     x = np.asarray(x, dtype=float).ravel()
@@ -308,6 +523,15 @@ def fit_model(model: str | DecayModel, x: Any, y: Any, *, weights: Any = None, s
         raise ValueError(f"shrinkage must be in [0, 1], got {shrinkage}")
     if nan_policy not in ("raise", "omit"):
         raise ValueError(f"nan_policy must be 'raise' or 'omit', got {nan_policy!r}")
+    if n_clusters is not None and (isinstance(n_clusters, bool) or int(n_clusters) != n_clusters
+                                   or int(n_clusters) < 1):
+        raise ValueError(f"n_clusters must be a positive integer or None, got {n_clusters!r}")
+    R = None if n_clusters is None else int(n_clusters)
+    if not max_ci_scale > 0:
+        raise ValueError(f"max_ci_scale must be > 0, got {max_ci_scale}")
+    given = [name for name, v in (("weights", weights), ("sigma", sigma), ("cov", cov)) if v is not None]
+    if len(given) > 1:
+        raise ValueError(f"pass at most one of weights, sigma, cov (got {', '.join(given)})")
     if x_var is not None:
         x_var = np.asarray(x_var, dtype=float).ravel()
         if x_var.shape != x.shape:
@@ -336,6 +560,8 @@ def fit_model(model: str | DecayModel, x: Any, y: Any, *, weights: Any = None, s
         raise ValueError(f"{int((~ok).sum())} point(s) have a non-finite x, y or error; "
                          "pass nan_policy='omit' to drop them")
     ok &= keep
+    if cov is not None and cov.shape != (len(x), len(x)):
+        raise ValueError(f"cov must be {len(x)} x {len(x)} for {len(x)} points, got {cov.shape}")
     if not np.all(ok):
         x, y = x[ok], y[ok]
         x_var = None if x_var is None else x_var[ok]
@@ -347,13 +573,42 @@ def fit_model(model: str | DecayModel, x: Any, y: Any, *, weights: Any = None, s
         raise ConvergenceError(
             f"{model.name} has {p} parameters but only {n} usable point(s); it needs at least {p + 1}. Use more "
             "bins, drop --strata/--group-by to pool data, or a family with fewer parameters (linear has 2).")
+
+    # --- the error model: legacy (R unknown) or tied to the number of clusters R --------------------------------
+    errors_reason = ""
+    sandwich: np.ndarray | None = None  # C_w of the sandwich (diagonal errors from a full covariance)
+    chi2_var: np.ndarray | None = None  # with smoothed weights: the variances of the misfit chi-square
+    m1 = 1.0
+    df_known = math.inf  # t degrees of freedom when the error scale is known
+    if R is not None and (sigma is not None or cov is not None):
+        boot = R / (R - 1) if R > 1 else 1.0  # the bootstrap's plug-in variance is (R - 1) / R of the unbiased one
+        df_known = float(max(R - 1, 1))
+        if sigma is not None:
+            sigma = np.asarray(sigma, dtype=float) * math.sqrt(boot)
+            errors_reason = f"per-point errors from R={R} clusters"
+        else:
+            full, errors_reason = full_cov_allowed(R, n)
+            C, d = _floored_cov(np.asarray(cov, dtype=float) * boot)
+            if full:
+                cov = C * (R - 1) / (R - n - 2)  # Hartlap: the unbiased precision is (R - B - 2) / (R - 1) Chat^-1
+                m1 = percival_m1(R, n, p)
+                df_known = float(max(R - 1 - (n - p), 1))
+            else:
+                dw = smoothed_variances(d, R)
+                sigma, cov = np.sqrt(dw), None
+                sandwich = C / np.sqrt(np.outer(dw, dw))
+                chi2_var = d
     errors, whiten, logdet_w, w_used, yerr = _whitener(n, weights, sigma, cov, shrinkage)
+    if chi2_var is not None:
+        yerr = np.sqrt(chi2_var)
+    if R is not None and errors_reason:
+        errors = {"cov": "full_cov", "sigma": "sigma" if sandwich is None else "diagonal"}.get(errors, errors)
     lo, hi = model.bounds_for(x)
 
     if x_var is not None and np.any(x_var > 0):
-        d = np.sqrt(3.0 * x_var)
-        d = np.where(x > 0, np.minimum(d, 0.999 * x), d)  # stay on x > 0 (power laws)
-        xs = (x - d, x, x + d)
+        dx = np.sqrt(3.0 * x_var)
+        dx = np.where(x > 0, np.minimum(dx, 0.999 * x), dx)  # stay on x > 0 (power laws)
+        xs = (x - dx, x, x + dx)
 
         def fitted(theta: np.ndarray) -> np.ndarray:
             return (model.curve(xs[0], *theta) + 4.0 * model.curve(xs[1], *theta) + model.curve(xs[2], *theta)) / 6
@@ -392,25 +647,41 @@ def fit_model(model: str | DecayModel, x: Any, y: Any, *, weights: Any = None, s
     theta, J = best.x, best.jac
     rss = max(float(2.0 * best.cost), 1e-300)
     df = n - p
-    known = absolute_sigma and errors in ("sigma", "cov")
+    known = absolute_sigma and errors in ("sigma", "cov", "full_cov", "diagonal")
     # s^2: estimated from the residuals, or (known errors) 1, inflated by the reduced chi-square when the model
     # misfits (never narrower than the given errors; wider when the curve cannot explain the data).
-    scale = max(1.0, rss / df) if known else rss / df
+    if chi2_var is not None:  # the reduced chi-square against the bins' own variances, not the smoothed weights
+        rss_scale = float(np.sum((fitted(theta) - y) ** 2 / chi2_var))
+    else:
+        rss_scale = rss
+    scale = max(1.0, rss_scale / df) if known else rss_scale / df
     notes: list[str] = []
-    _, s, vt = np.linalg.svd(J, full_matrices=False)
+    u, s, vt = np.linalg.svd(J, full_matrices=False)
     tol = np.finfo(float).eps * max(J.shape) * (s[0] if len(s) else 0.0)
     if np.any(s <= tol):
         pcov = np.full((p, p), np.inf)
         notes.append("the parameters are not all identifiable from these data (singular Jacobian); "
                      "try a family with fewer parameters")
+    elif sandwich is not None:
+        g = (vt.T / s) @ u.T  # A^-1 J_w^T
+        pcov = g @ sandwich @ g.T * scale
     else:
-        pcov = (vt.T / s ** 2) @ vt * scale
+        pcov = (vt.T / s ** 2) @ vt * scale * m1
     se = np.sqrt(np.clip(np.diag(pcov), 0.0, np.inf))
-    q = sps.norm.ppf((1 + ci) / 2) if known else sps.t.ppf((1 + ci) / 2, df)
+    if known:
+        df_ci = df_known
+    else:
+        df_ci = float(df if R is None else max(min(df, R - 1), 1))
+    q = sps.norm.ppf((1 + ci) / 2) if math.isinf(df_ci) else sps.t.ppf((1 + ci) / 2, df_ci)
     for i, name in enumerate(model.param_names):
         if best.active_mask[i] != 0:
             notes.append(f"{name} = {theta[i]:.4g} is at its bound; its interval is unreliable. "
                          "Try another family or rescale x")
+    unidentified = _identification(model, x, y, theta, q * se, fitted, max_ci_scale)
+    message = str(best.message)
+    if unidentified:
+        message = f"unidentified: {unidentified}"
+        notes.append(f"not identified ({unidentified}); never selected")
     for note in notes:
         warnings.warn(f"{model.name}: {note}", FitWarning, stacklevel=2)
     if known:
@@ -427,79 +698,143 @@ def fit_model(model: str | DecayModel, x: Any, y: Any, *, weights: Any = None, s
         ci_low=FrozenDict(zip(names, map(float, theta - q * se), strict=True)),
         ci_high=FrozenDict(zip(names, map(float, theta + q * se), strict=True)),
         cov=_ro(pcov), aic=float(aic), aicc=float(aicc), bic=float(bic), loglik=float(loglik), n_obs=n,
-        df_resid=df, scale=float(scale), converged=True, message=str(best.message), x=_ro(x), y=_ro(y),
-        weights=_ro(w_used), yerr=_ro(yerr), ci=ci, errors=errors, warnings=tuple(notes), x_var=_ro(x_var))
+        df_resid=df, scale=float(scale), converged=True, message=message, x=_ro(x), y=_ro(y),
+        weights=_ro(w_used), yerr=_ro(yerr), ci=ci, errors=errors, warnings=tuple(notes), x_var=_ro(x_var),
+        errors_reason=errors_reason, n_clusters=R, df_ci=float(df_ci), identified=not unidentified)
 
 
 @dataclass(frozen=True)
 class ModelSelection:
-    """Several families fitted to the same data, compared by AIC (failed fits are kept and listed).
+    """Several families fitted to the same data, compared by AIC (failed and unidentified fits are kept and listed).
 
-    ``best`` is the converged fit with the lowest ``criterion`` (AIC by default; ``"aicc"`` favours fewer
-    parameters with few bins, ``"bic"`` more so with many); ``table()`` has AIC, AICc, BIC, the delta of the
-    criterion and Akaike weights ``w_i = exp(-delta_i / 2) / sum_j exp(-delta_j / 2)`` over converged fits.
+    ``best`` is the *selectable* fit (converged, finite criterion, identified) with the lowest ``criterion`` (AIC
+    by default; ``"aicc"`` favours fewer parameters with few bins, ``"bic"`` more so with many); ``table()`` has AIC,
+    AICc, BIC, the delta of the criterion and Akaike weights ``w_i = exp(-delta_i / 2) / sum_j exp(-delta_j / 2)``
+    over selectable fits. No fit is selected (``best_name`` is None, ``reason`` says why) when ``n_clusters <
+    min_clusters`` (``insufficient: R=4 < 10 clusters``: too few independent units to choose a shape), or when no
+    fit is selectable.
     """
 
     results: FrozenDict
     criterion: Literal["aic", "aicc", "bic"] = "aic"
+    n_clusters: int | None = None
+    min_clusters: int = 10
 
     def __post_init__(self) -> None:
         if self.criterion not in ("aic", "aicc", "bic"):
             raise ValueError(f"criterion must be aic, aicc or bic, got {self.criterion!r}")
+        if int(self.min_clusters) < 1:
+            raise ValueError(f"min_clusters must be >= 1, got {self.min_clusters}")
 
     def _score(self, name: str) -> float:
         return float(getattr(self.results[name], self.criterion))
 
     @property
     def converged(self) -> list[str]:
+        """Fits that converged with a finite AIC (identified or not)."""
         return [n for n, r in self.results.items() if r.converged and math.isfinite(r.aic)]
 
     @property
+    def selectable(self) -> list[str]:
+        """Fits that may be selected: converged, finite criterion and identified."""
+        return [n for n, r in self.results.items() if r.selectable and math.isfinite(self._score(n))]
+
+    @property
+    def insufficient(self) -> bool:
+        """Too few clusters to select a shape: ``n_clusters < min_clusters``."""
+        return self.n_clusters is not None and self.n_clusters < self.min_clusters
+
+    @property
+    def reason(self) -> str | None:
+        """Why no fit is selected (None when one is): insufficient clusters, or no selectable fit."""
+        if self.insufficient:
+            return f"insufficient: R={self.n_clusters} < {self.min_clusters} clusters"
+        if self.selectable:
+            return None
+        if self.converged:
+            return "no identified fit (" + "; ".join(
+                f"{n}: {self.results[n].message}" for n in self.converged) + ")"
+        return "no model converged (" + "; ".join(f"{n}: {r.message}" for n, r in self.results.items()) + ")"
+
+    @property
     def best_name(self) -> str | None:
-        ok = self.converged
+        """The selected family, or None (see :attr:`reason`)."""
+        if self.insufficient:
+            return None
+        ok = self.selectable
         return min(ok, key=self._score) if ok else None
 
     @property
     def best(self) -> FitResult:
-        """The converged fit with the lowest criterion; raises ConvergenceError when none converged."""
+        """The selected fit; raises ConvergenceError (with :attr:`reason`) when none is selected."""
         name = self.best_name
         if name is None:
-            reasons = "; ".join(f"{n}: {r.message}" for n, r in self.results.items())
-            raise ConvergenceError(f"no model converged ({reasons})")
+            raise ConvergenceError(f"no model selected: {self.reason}")
         return self.results[name]
 
     def table(self) -> pd.DataFrame:
-        """One row per model, best first: n_params, converged, aic, aicc, bic, delta_<criterion>, akaike_weight,
-        loglik, message."""
-        rows = [{"model": n, "n_params": r.n_params, "converged": r.converged, "aic": r.aic, "aicc": r.aicc,
-                 "bic": r.bic, "loglik": r.loglik, "message": r.message} for n, r in self.results.items()]
+        """One row per model, best first: n_params, converged, identified, aic, aicc, bic, delta_<criterion>,
+        akaike_weight (0 for fits that cannot be selected), loglik, errors, message."""
+        rows = [{"model": n, "n_params": r.n_params, "converged": r.converged, "identified": r.identified,
+                 "aic": r.aic, "aicc": r.aicc, "bic": r.bic, "loglik": r.loglik, "errors": r.errors,
+                 "message": r.message} for n, r in self.results.items()]
         df = pd.DataFrame(rows)
         if df.empty:
             return df
         crit = self.criterion
-        best = min((self._score(n) for n in self.converged), default=math.nan)
+        ok = set(self.selectable)
+        best = min((self._score(n) for n in ok), default=math.nan)
         delta = f"delta_{crit}"
         df[delta] = df[crit] - best
-        rel = np.where(df["converged"], np.exp(-0.5 * df[delta].to_numpy(dtype=float)), 0.0)
+        sel = df["model"].isin(ok).to_numpy()
+        rel = np.where(sel, np.exp(-0.5 * np.where(sel, df[delta].to_numpy(dtype=float), 0.0)), 0.0)
         df["akaike_weight"] = rel / rel.sum() if rel.sum() > 0 else np.nan
-        df = df.sort_values(["converged", crit], ascending=[False, True], kind="stable")
-        cols = ["model", "n_params", "converged", "aic", "aicc", "bic", delta, "akaike_weight", "loglik",
-                "message"]
+        df["_sel"] = sel
+        df = df.sort_values(["_sel", "converged", crit], ascending=[False, False, True], kind="stable")
+        cols = ["model", "n_params", "converged", "identified", "aic", "aicc", "bic", delta, "akaike_weight",
+                "loglik", "errors", "message"]
         return df[cols].set_index("model")
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"models": {name: FitResult.to_dict()}, "selected": best name or None, "criterion"}``, plain JSON."""
+        """``{"models": {name: FitResult.to_dict()}, "selected": best name or None, "criterion", "n_clusters",
+        "min_clusters", "reason"}`` (``reason``: why nothing is selected, else None), plain JSON."""
         return {"models": {n: r.to_dict() for n, r in self.results.items()}, "selected": self.best_name,
-                "criterion": self.criterion}
+                "criterion": self.criterion, "n_clusters": self.n_clusters, "min_clusters": int(self.min_clusters),
+                "reason": self.reason}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ModelSelection:
+        """Rebuild a selection from :meth:`to_dict` output or a ``fits.json`` entry (which holds ``models``,
+        ``selected`` and ``criterion``, and may hold ``n_clusters``/``min_clusters``; missing ones take the
+        defaults). The selection is recomputed from the stored criteria and flags.
+
+        Raises:
+            ValueError: the recomputed selection differs from the stored ``selected`` (the file was edited or
+                written by an incompatible drift), or an unknown model name.
+        """
+        results = {str(n): FitResult.from_dict(r) for n, r in (d.get("models") or {}).items()}
+        n_clusters = d.get("n_clusters")
+        sel = cls(FrozenDict(results), d.get("criterion", "aic"),
+                  n_clusters=None if n_clusters is None else int(n_clusters),
+                  min_clusters=int(d.get("min_clusters") or 10))
+        if "selected" in d and d["selected"] != sel.best_name:
+            raise ValueError(f"stored selection {d['selected']!r} differs from the one its fits give "
+                             f"({sel.best_name!r}); refit instead of reloading")
+        return sel
 
     def report(self) -> str:
         t = self.table()
-        cols = ["n_params", "converged", "aic", "aicc", "bic", f"delta_{self.criterion}", "akaike_weight"]
-        return (f"selected by {self.criterion.upper()}: {self.best_name}\n"
-                + t[cols].to_string(float_format=lambda v: f"{v:.3f}"))
+        cols = ["n_params", "converged", "identified", "aic", "aicc", "bic", f"delta_{self.criterion}",
+                "akaike_weight"]
+        head = f"selected by {self.criterion.upper()}: {self.best_name}"
+        if self.best_name is None:
+            head += f" ({self.reason})"
+        return head + "\n" + t[cols].to_string(float_format=lambda v: f"{v:.3f}")
 
     def _repr_html_(self) -> str:
-        return f"<p>selected: <b>{self.best_name}</b></p>" + self.table().to_html(float_format=lambda v: f"{v:.4g}")
+        why = f" ({self.reason})" if self.best_name is None else ""
+        return (f"<p>selected: <b>{self.best_name}</b>{why}</p>"
+                + self.table().to_html(float_format=lambda v: f"{v:.4g}"))
 
     def plot(self, ax: Any = None, *, only_best: bool = False) -> Any:
         """Data with error bars and each converged curve (the selected one drawn thicker)."""
@@ -515,19 +850,34 @@ class ModelSelection:
 
 
 def fit_all(x: Any, y: Any, models: Sequence[str | DecayModel] | None = None, *,
-            criterion: Literal["aic", "aicc", "bic"] = "aic", **fit_kwargs: Any) -> ModelSelection:
-    """Fit several families (default: all of :data:`MODELS`) with the same errors (``fit_kwargs`` go to
-    :func:`fit_model`) and compare them by ``criterion``; failed fits are recorded with their reason, not hidden."""
+            criterion: Literal["aic", "aicc", "bic"] = "aic", n_clusters: int | None = None,
+            min_clusters: int = 10, **fit_kwargs: Any) -> ModelSelection:
+    """Fit several families (default: all of :data:`MODELS`) with the same errors and compare them by ``criterion``.
+
+    Args:
+        x, y: abscissa and bin means.
+        models: families to fit (default: all).
+        criterion: ``aic``, ``aicc`` or ``bic``.
+        n_clusters: R, the independent clusters behind the errors (passed to :func:`fit_model`, which ties the
+            covariance rule and intervals to it); with ``R < min_clusters`` every family is still fitted and
+            reported but none is selected (``best_name`` None, ``reason`` ``insufficient: R=4 < 10 clusters``).
+            None: legacy behaviour, no gate.
+        min_clusters: the fewest clusters for a selection (default 10).
+        **fit_kwargs: passed to :func:`fit_model` (weights, sigma, cov, absolute_sigma, ci, x_var...).
+
+    Failed fits are recorded with their reason, not hidden; unidentified ones are listed but never selected.
+    """
     chosen = [get_model(m) for m in (models if models is not None else list(MODELS))]
     results: dict[str, FitResult] = {}
     for m in chosen:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FitWarning)  # recorded in FitResult.warnings instead
-                results[m.name] = fit_model(m, x, y, **fit_kwargs)
+                results[m.name] = fit_model(m, x, y, n_clusters=n_clusters, **fit_kwargs)
         except ConvergenceError as exc:
-            results[m.name] = FitResult.failed(m, x, y, str(exc), ci=fit_kwargs.get("ci", 0.95))
-    return ModelSelection(FrozenDict(results), criterion)
+            results[m.name] = FitResult.failed(m, x, y, str(exc), ci=fit_kwargs.get("ci", 0.95),
+                                               n_clusters=n_clusters)
+    return ModelSelection(FrozenDict(results), criterion, n_clusters=n_clusters, min_clusters=int(min_clusters))
 
 
 def half_point(result: FitResult, x_range: tuple[float, float] | None = None, *, n_grid: int = 4001) -> float:

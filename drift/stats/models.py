@@ -1,8 +1,9 @@
-"""Declared curve families for position effects: names, bounds, a curve and a start-value guess, nothing else.
+"""Curve families for fitting: the registry's family (:data:`drift.curves.FAMILIES`) plus start values and bounds.
 
-A model is about 30 lines: it names its parameters (the same as :data:`drift.curves.PARAM_NAMES`), declares bounds,
-points at the curve function of :mod:`drift.curves` and guesses start values from the data. The one fitting routine
-(:func:`drift.stats.fit.fit_model`) owns optimization, covariance, intervals and information criteria.
+A model points at its :class:`~drift.curves.CurveFamily` (which declares the function, parameter names, bounds,
+linear parameters, formula and domain once for fits and schedules alike), may narrow the bounds to the data's scale
+and guesses start values from the data. The one fitting routine (:func:`drift.stats.fit.fit_model`) owns
+optimization, covariance, intervals, identification and information criteria.
 
 Every family here is *partially linear*: with its nonlinear parameters fixed (``tau``; ``b``; ``x0, s``; ``x0``) the
 curve is linear in the rest. :meth:`DecayModel.starts` uses that: it scans a grid of the nonlinear parameters, solves
@@ -19,7 +20,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from drift import curves
-from drift.curves import PARAM_NAMES
+from drift.curves import FAMILIES, CurveFamily
 
 __all__ = [
     "MODELS",
@@ -32,14 +33,14 @@ __all__ = [
     "get_model",
 ]
 
-INF = np.inf
-
 
 class DecayModel:
-    """Base of the declared families. Subclasses set ``name``, ``param_names``, ``bounds``, ``formula``, ``curve``
-    and implement ``_grid`` (nonlinear parameter values to scan) and ``_basis`` (the linear design at one of them).
+    """Base of the fitted families. Subclasses set ``family`` (a :class:`~drift.curves.CurveFamily`; ``name``,
+    ``param_names``, ``bounds``, ``formula`` and ``curve`` are taken from it) and implement ``_grid`` (nonlinear
+    parameter values to scan) and ``_basis`` (the design of the family's linear parameters at one of them).
     Models hold no state; :meth:`guess` may be overridden directly for a family that is not partially linear."""
 
+    family: ClassVar[CurveFamily]
     name: ClassVar[str]
     param_names: ClassVar[tuple[str, ...]]
     bounds: ClassVar[tuple[tuple[float, float], ...]]
@@ -48,11 +49,11 @@ class DecayModel:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if PARAM_NAMES.get(cls.name) != cls.param_names:
-            raise TypeError(f"{cls.__name__}.param_names {cls.param_names} must equal "
-                            f"drift.curves.PARAM_NAMES[{cls.name!r}] = {PARAM_NAMES.get(cls.name)}")
-        if len(cls.bounds) != len(cls.param_names):
-            raise TypeError(f"{cls.__name__} declares {len(cls.bounds)} bounds for {len(cls.param_names)} parameters")
+        fam = cls.__dict__.get("family")
+        if not isinstance(fam, CurveFamily):
+            raise TypeError(f"{cls.__name__} must set family = drift.curves.FAMILIES[...]")
+        cls.name, cls.param_names, cls.bounds, cls.formula = fam.name, fam.param_names, fam.bounds, fam.formula
+        cls.curve = staticmethod(fam.func)  # type: ignore[assignment]
 
     @property
     def n_params(self) -> int:
@@ -68,8 +69,8 @@ class DecayModel:
         return hash(self.name)
 
     def evaluate(self, x: Any, params: dict[str, float]) -> np.ndarray:
-        """The curve at ``x`` with named ``params``."""
-        return type(self).curve(np.asarray(x, dtype=float), **{p: float(params[p]) for p in self.param_names})
+        """The curve at ``x`` with named ``params`` (raises outside the family's domain)."""
+        return self.family.evaluate(x, params)
 
     def bounds_for(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Bounds for a fit on abscissa ``x``: the declared ``bounds``, which a family may narrow to the data's scale
@@ -112,11 +113,7 @@ def _span(x: np.ndarray) -> float:
 class ExponentialDecay(DecayModel):
     """y = a * exp(-x / tau) + c: relaxes from c + a towards c with scale tau (a < 0: rises towards c)."""
 
-    name = "exponential"
-    param_names = ("a", "tau", "c")
-    bounds = ((-INF, INF), (1e-12, INF), (-INF, INF))
-    formula = "a * exp(-x / tau) + c"
-    curve = staticmethod(curves.exponential)
+    family = FAMILIES["exponential"]
 
     def bounds_for(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         # On data it does not fit (a straight line), tau runs off to infinity with a; keep it to the data's scale.
@@ -134,11 +131,7 @@ class ExponentialDecay(DecayModel):
 class PowerLawDecay(DecayModel):
     """y = a * x ** (-b) + c, b > 0, x > 0: a heavy-tailed decay (a < 0: rise); use bin centres, never x = 0."""
 
-    name = "power"
-    param_names = ("a", "b", "c")
-    bounds = ((-INF, INF), (1e-6, 20.0), (-INF, INF))
-    formula = "a * x ** (-b) + c"
-    curve = staticmethod(curves.power)
+    family = FAMILIES["power"]
 
     def _grid(self, x: np.ndarray) -> Iterable[dict[str, float]]:
         return [{"b": b} for b in np.geomspace(0.02, 5.0, 40)]
@@ -150,11 +143,7 @@ class PowerLawDecay(DecayModel):
 class LogisticDecay(DecayModel):
     """y = c + a / (1 + exp((x - x0) / s)): a smooth step of height a at x0 with width s (a < 0: a rise)."""
 
-    name = "logistic"
-    param_names = ("a", "x0", "s", "c")
-    bounds = ((-INF, INF), (-INF, INF), (1e-12, INF), (-INF, INF))
-    formula = "c + a / (1 + exp((x - x0) / s))"
-    curve = staticmethod(curves.logistic)
+    family = FAMILIES["logistic"]
 
     def bounds_for(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         # An exponential-looking tail sends x0 to -infinity: keep the midpoint within one data span of the data.
@@ -176,11 +165,7 @@ class LogisticDecay(DecayModel):
 class LinearTrend(DecayModel):
     """y = a + b * x: a straight line (the null model of a steady trend; b = 0 is flat)."""
 
-    name = "linear"
-    param_names = ("a", "b")
-    bounds = ((-INF, INF), (-INF, INF))
-    formula = "a + b * x"
-    curve = staticmethod(curves.linear)
+    family = FAMILIES["linear"]
 
     def _basis(self, x: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
         return np.column_stack([np.ones_like(x), x]), ("a", "b")
@@ -189,11 +174,7 @@ class LinearTrend(DecayModel):
 class HingeTrend(DecayModel):
     """y = a + b1 * min(x, x0) + b2 * max(x - x0, 0): two straight pieces joined at the change point x0."""
 
-    name = "hinge"
-    param_names = ("a", "b1", "b2", "x0")
-    bounds = ((-INF, INF), (-INF, INF), (-INF, INF), (-INF, INF))
-    formula = "a + b1 * min(x, x0) + b2 * max(x - x0, 0)"
-    curve = staticmethod(curves.hinge)
+    family = FAMILIES["hinge"]
 
     def bounds_for(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         # A change point outside the data is not identified: keep x0 within the observed x.

@@ -3,13 +3,18 @@
 :class:`FitConfig` is the stage's one frozen config (CLI flags map 1:1 onto it); :func:`run_fit` does the work and
 returns a :class:`FitRun`, whose :meth:`FitRun.write` produces::
 
-    OUT/bins.parquet   one row per metric x cell x bin (columns drift.stats.bins.BIN_COLUMNS)
-    OUT/fits.json      {metric: {"models": {name: {...}}, "selected": name, "direction": {...}, "cell": {...},
-                                 "cells": [...]}}   (the top level is the pooled cell; "cells" lists every cell)
-    OUT/config.json    the resolved FitConfig
+    OUT/bins.parquet   one row per metric x cell x bin (columns drift.stats.bins.BIN_COLUMNS, with n_clusters
+                       and the cluster unit)
+    OUT/fits.json      {metric: {"models": {name: {...}}, "selected": name or None, "selection_note": ...,
+                                 "direction": {...}, "cell": {...}, "cluster": "prompt", "n_clusters": K,
+                                 "n_rollouts": R, "cells": [...]}}   (the top level is the pooled cell)
+    OUT/config.json    the resolved FitConfig (cluster, min_clusters, flat_margin included)
+
+Honest at small n: a cell with fewer than ``min_clusters`` clusters gets the direction verdict ``insufficient`` and
+no selected model (``"selected": null`` with ``selection_note`` saying why); every fit is still listed.
 
 :func:`fit_bins` is the notebook entry point: fit families to one metric's bins with errors taken from the
-rollout bootstrap.
+cluster bootstrap.
 """
 
 from __future__ import annotations
@@ -28,8 +33,15 @@ import pandas as pd
 
 from drift.config import Checks, opt, save_config
 from drift.errors import ConfigError, DatasetExistsError
-from drift.stats.bins import MAX_BINS, BinSpec, Cell, RolloutBins, aggregate_bins
-from drift.stats.direction import DirectionResult, direction_test
+from drift.schema import CLUSTER_UNITS
+from drift.stats.bins import DEFAULT_MIN_CLUSTERS, MAX_BINS, BinSpec, Cell, RolloutBins, aggregate_bins
+from drift.stats.direction import (
+    DEFAULT_FLAT_MARGIN,
+    RHO_INTERVAL,
+    DirectionResult,
+    check_direction_method,
+    direction_test,
+)
 from drift.stats.fit import ModelSelection, fit_all
 from drift.stats.models import MODELS, DecayModel
 from drift.stats.reader import _MEMORY_RE
@@ -52,7 +64,8 @@ def _cell_arrays(data: RolloutBins, metric: str, cell: Cell, x: str) -> dict[str
     x_var = np.maximum(st.xsq[i][bins] / n_B - x_mean ** 2, 0.0)
     xs = x_mean if x == "mean" else (edges[bins] + edges[bins + 1]) / 2
     return {"bins": bins, "x": xs, "x_var": x_var if x == "mean" else None, "y": sums.sum(axis=0) / n_B,
-            "n_tokens": n_B, "n_rollouts": (counts > 0).sum(axis=0).astype(float)}
+            "n_tokens": n_B, "n_rollouts": st.rollouts[i][:, bins].sum(axis=0).astype(float),
+            "n_clusters": (counts > 0).sum(axis=0).astype(float)}
 
 
 def _floored(v: np.ndarray) -> np.ndarray:
@@ -63,7 +76,7 @@ def _floored(v: np.ndarray) -> np.ndarray:
 def fit_bins(data: RolloutBins | pd.DataFrame, metric: str, *, models: Sequence[str | DecayModel] | None = None,
              step: int | Literal["auto"] | None = "auto", stratum: str = "all", group: str = "all",
              errors: Errors = "cov", x: Literal["mean", "centre"] = "mean", n_boot: int = 1000, seed: int = 0,
-             ci: float = 0.95) -> ModelSelection:
+             ci: float = 0.95, min_clusters: int = DEFAULT_MIN_CLUSTERS) -> ModelSelection:
     """Fit curve families to one metric's bin means in one cell and compare them by AIC.
 
     Args:
@@ -71,7 +84,7 @@ def fit_bins(data: RolloutBins | pd.DataFrame, metric: str, *, models: Sequence[
         metric: the metric; step, stratum, group: the cell (default: the pooled one).
         models: families to fit (default: all five).
         errors: ``"cov"`` (default): full covariance of the bootstrap replicates of the bin means (bins share
-            rollouts, so their errors are correlated); ``"se"``: bootstrap standard errors only; ``"n_rollouts"`` /
+            clusters, so their errors are correlated); ``"se"``: bootstrap standard errors only; ``"n_rollouts"`` /
             ``"n_tokens"``: weights proportional to the counts; ``"none"``: unweighted. Bootstrap errors (cov,
             se) are taken as the actual errors (``absolute_sigma=True``: inflated by the reduced chi-square only
             when the curve misfits); with counts or none the scale is estimated from the residuals (see
@@ -80,6 +93,9 @@ def fit_bins(data: RolloutBins | pd.DataFrame, metric: str, *, models: Sequence[
             the bin's ``"centre"``, fitting the curve at that point.
         n_boot, seed: bootstrap used for ``cov``/``se`` (same as the table's, so intervals and fits agree).
         ci: level of the parameter intervals.
+        min_clusters: with a RolloutBins, the cell's cluster count K is passed to :func:`fit_all` as
+            ``n_clusters`` (it ties the covariance rule, its corrections and the intervals to K) with this minimum
+            for a selection.
     """
     if isinstance(data, pd.DataFrame):
         if errors == "cov":
@@ -103,6 +119,10 @@ def fit_bins(data: RolloutBins | pd.DataFrame, metric: str, *, models: Sequence[
         cell = data.cell(step, stratum, group)
         arr = _cell_arrays(data, metric, cell, x)
         kw = {"x_var": arr["x_var"]}
+        # fit_all ties the full-vs-diagonal choice, the R/(R-1) and Hartlap corrections and the t intervals to the
+        # number of independent clusters K (drift.stats.fit); the raw bootstrap covariance is passed as is.
+        kw["n_clusters"] = data.n_clusters(metric, cell)
+        kw["min_clusters"] = int(min_clusters)
         if errors in ("cov", "se"):
             reps = data.replicates(cell, n_boot, seed)[:, data.metric_index(metric), :][:, arr["bins"]]
             reps = reps[np.all(np.isfinite(reps), axis=1)]
@@ -115,13 +135,7 @@ def fit_bins(data: RolloutBins | pd.DataFrame, metric: str, *, models: Sequence[
                             metric)
                 errors = "n_rollouts"
             elif errors == "cov":
-                N, B = len(reps), len(arr["x"])
-                # Inverting an estimated covariance overstates the precision by (N - 1) / (N - B - 2) (Hartlap
-                # et al. 2007): undo that, and shrink towards the diagonal by B / N against noisy small
-                # eigenvalues (in recovery simulations this brings parameter coverage close to nominal).
-                hartlap = (N - 1) / (N - B - 2) if N > B + 2 else 2.0
-                kw["cov"] = np.atleast_2d(np.cov(reps, rowvar=False)) * hartlap
-                kw["shrinkage"] = min(0.5, B / N)
+                kw["cov"] = np.atleast_2d(np.cov(reps, rowvar=False))
             else:
                 kw["sigma"] = _floored(reps.std(axis=0, ddof=1))
     if errors in ("cov", "se"):
@@ -151,7 +165,7 @@ class FitConfig:
     margins: bool = opt(True, "also report the pooled cells (stratum=all, group=all, all steps)")
     quantiles: str = opt("auto", "per-bin token quantiles: exact, approx (t-digest), none, auto (exact <= 20M rows)",
                          choices=("auto", "exact", "approx", "none"))
-    n_boot: int = opt(1000, "rollout bootstrap resamples for intervals, fit errors and the direction test")
+    n_boot: int = opt(1000, "cluster bootstrap resamples for intervals, fit errors and the direction test")
     ci: float = opt(0.95, "interval level for bins and fitted parameters")
     seed: int = opt(0, "bootstrap seed (same seed, same intervals)")
     models: tuple[str, ...] = opt(tuple(MODELS), "curve families to fit and compare by AIC, comma separated "
@@ -160,8 +174,16 @@ class FitConfig:
                       choices=("cov", "se", "n_rollouts", "n_tokens", "none"))
     fit_x: str = opt("mean", "fit abscissa: mean slot centre of the bin's tokens, or the bin centre",
                      choices=("mean", "centre"))
-    direction: str = opt("bootstrap", "direction test: bootstrap (resample rollouts) or permutation (of bin means)",
-                         choices=("bootstrap", "permutation"))
+    direction: str = opt("bootstrap", "direction test: bootstrap (null-centred cluster bootstrap of Spearman rho; "
+                         "the bin-mean permutation test was removed)")
+    cluster: str = opt("prompt", "resampling unit: prompt = all rollouts of a prompt together (one prompt at "
+                       "several steps is one cluster when steps are pooled); rollout = each rollout alone (only "
+                       "valid with one sample per prompt)", choices=CLUSTER_UNITS)
+    min_clusters: int = opt(DEFAULT_MIN_CLUSTERS, "below this many clusters a cell's direction is 'insufficient' "
+                            "and no model is selected")
+    flat_margin: float = opt(DEFAULT_FLAT_MARGIN, "'flat' needs the interval of (last - first quintile mean) "
+                             "within +-this fraction of |overall mean|; otherwise a non-significant trend is "
+                             "'inconclusive'")
     memory_limit: str = opt("4GB", "DuckDB memory limit (spills to a temp folder beyond it)")
     threads: int | None = opt(None, "DuckDB threads (default: one per core)")
     if_exists: str = opt("fail", "when OUT already holds fit outputs: fail or overwrite", choices=("fail", "overwrite"))
@@ -183,12 +205,20 @@ class FitConfig:
         c.check(self.n_boot >= 50 or self.errors not in ("cov", "se"),
                 f"--errors {self.errors} needs --n-boot >= 50 (got {self.n_boot}); or use --errors n_rollouts")
         c.in_range("ci", self.ci, 0.5, 0.999)
+        try:
+            check_direction_method(self.direction)
+        except ConfigError as exc:
+            c.problems.extend(exc.problems)
+        c.check(isinstance(self.min_clusters, int) and self.min_clusters >= 1,
+                f"min_clusters must be an integer >= 1, got {self.min_clusters!r}")
+        c.check(self.flat_margin >= 0, f"flat_margin must be >= 0 (a fraction of |overall mean|), got "
+                f"{self.flat_margin}")
         c.check(bool(_MEMORY_RE.match(self.memory_limit)),
                 f"memory_limit must look like 4GB, got {self.memory_limit!r}")
         c.positive("threads", self.threads, allow_none=True)
         for name, choices in (("by", ("rel", "abs", "abs_log")), ("step", ("each", "pool")),
                               ("errors", ("cov", "se", "n_rollouts", "n_tokens", "none")),
-                              ("fit_x", ("mean", "centre")), ("direction", ("bootstrap", "permutation")),
+                              ("fit_x", ("mean", "centre")), ("cluster", CLUSTER_UNITS),
                               ("quantiles", ("auto", "exact", "approx", "none")), ("if_exists", ("fail", "overwrite"))):
             c.choice(name, getattr(self, name), choices)
         try:
@@ -201,7 +231,8 @@ class FitConfig:
         """The :class:`BinSpec` these flags describe."""
         return BinSpec(by=self.by, bins=self.bins, width=self.width, max_position=self.max_position,  # type: ignore[arg-type]
                        strata=self.strata or None, group_by=self.group_by, step=self.step,  # type: ignore[arg-type]
-                       steps=self.steps or None, margins=self.margins, quantiles=self.quantiles)  # type: ignore[arg-type]
+                       steps=self.steps or None, margins=self.margins, quantiles=self.quantiles,  # type: ignore[arg-type]
+                       cluster=self.cluster, min_clusters=self.min_clusters)  # type: ignore[arg-type]
 
 
 def check_output(out: str | os.PathLike[str], if_exists: str = "fail") -> Path:
@@ -216,7 +247,11 @@ def check_output(out: str | os.PathLike[str], if_exists: str = "fail") -> Path:
 
 @dataclass(frozen=True)
 class CellFit:
-    """Fits and direction of one metric in one cell."""
+    """Fits and direction of one metric in one cell.
+
+    ``selected`` is the family the fits' selection picked, or None when the cell has fewer than ``min_clusters``
+    clusters (``selection_note`` says so) or nothing converged.
+    """
 
     metric: str
     cell: Cell
@@ -225,11 +260,23 @@ class CellFit:
     n_bins: int
     n_rollouts: int
     n_tokens: int
+    n_clusters: int = 0
+    cluster: str = "prompt"
+    selection_note: str | None = None
+
+    @property
+    def selected(self) -> str | None:
+        """The selected family, or None (see ``selection_note``)."""
+        return None if self.selection_note else self.selection.best_name
 
     def to_dict(self) -> dict[str, Any]:
+        sel = self.selection.to_dict()
+        sel["selected"] = self.selected
+        note = self.selection_note or sel.get("reason")  # ours (min_clusters) or the fits' own (e.g. unidentified)
         return {"step": self.cell.step, "stratum": self.cell.stratum, "group": self.cell.group,
-                **self.selection.to_dict(), "direction": self.direction.to_dict(), "n_bins": self.n_bins,
-                "n_rollouts": self.n_rollouts, "n_tokens": self.n_tokens}
+                **sel, "selection_note": note, "direction": self.direction.to_dict(),
+                "n_bins": self.n_bins, "n_rollouts": self.n_rollouts, "n_clusters": self.n_clusters,
+                "cluster": self.cluster, "n_tokens": self.n_tokens}
 
 
 @dataclass(frozen=True)
@@ -252,9 +299,11 @@ class FitRun:
         for metric, cells in self.fits.items():
             head = self.headline(metric).to_dict()
             entry = {"models": head.pop("models"), "selected": head.pop("selected"), "criterion": head.pop("criterion"),
-                     "direction": head.pop("direction"),
+                     "selection_note": head.pop("selection_note"), "direction": head.pop("direction"),
                      "cell": {k: head[k] for k in ("step", "stratum", "group")},
-                     **{k: head[k] for k in ("n_bins", "n_rollouts", "n_tokens")}}
+                     **{k: head[k] for k in ("n_bins", "n_rollouts", "n_clusters", "cluster", "n_tokens")},
+                     "min_clusters": self.config.min_clusters, "bin_interval": "expanded percentile",
+                     "rho_interval": RHO_INTERVAL}
             if len(cells) > 1:
                 entry["cells"] = [c.to_dict() for c in cells]
             out[metric] = entry
@@ -272,7 +321,8 @@ class FitRun:
         os.replace(tmp, root / "fits.json")
         rb = self.rollout_bins
         save_config(self.config, root / "config.json", source=rb.source, n_tokens=rb.n_tokens,
-                    edges=[float(e) for e in rb.edges], strata=list(rb.strata_labels),
+                    edges=[float(e) for e in rb.edges], strata=list(rb.strata_labels), cluster=rb.cluster,
+                    bin_interval="expanded percentile", rho_interval=RHO_INTERVAL,
                     quantile_method=rb.quantile_method, outputs=list(OUTPUT_FILES))
         return root
 
@@ -282,11 +332,14 @@ class FitRun:
         level = f"{round(self.config.ci * 100)}%"
         for metric in self.fits:
             f = self.headline(metric)
-            lines.append(f"{metric}  [{self.config.by}, {f.n_bins} bins, {f.n_rollouts:,} rollouts, "
-                         f"{f.n_tokens:,} tokens; {f.cell.label}]")
+            lines.append(f"{metric}  [{self.config.by}, {f.n_bins} bins, {f.n_clusters:,} {f.cluster} clusters, "
+                         f"{f.n_rollouts:,} rollouts, {f.n_tokens:,} tokens; {f.cell.label}]")
             lines.append(f"  direction: {f.direction.report()}")
-            name = f.selection.best_name
-            if name is None:
+            name = f.selected
+            note = f.selection_note or getattr(f.selection, "reason", None)
+            if note and name is None:
+                lines.append(f"  not selected: {note}")
+            elif name is None:
                 lines.append("  no model converged: " + "; ".join(
                     f"{n}: {r.message}" for n, r in f.selection.results.items()))
             else:
@@ -318,14 +371,19 @@ def run_fit(cfg: FitConfig) -> FitRun:
                 continue
             selection = fit_bins(rb, metric, models=cfg.models, step=cell.step, stratum=cell.stratum,
                                  group=cell.group, errors=errors, x=cfg.fit_x,  # type: ignore[arg-type]
-                                 n_boot=cfg.n_boot, seed=cfg.seed, ci=cfg.ci)
-            direction = direction_test(rb, metric, method=cfg.direction,  # type: ignore[arg-type]
+                                 n_boot=cfg.n_boot, seed=cfg.seed, ci=cfg.ci, min_clusters=cfg.min_clusters)
+            direction = direction_test(rb, metric, method=cfg.direction,
                                        n=max(cfg.n_boot, 200), seed=cfg.seed, alpha=1 - cfg.ci, step=cell.step,
-                                       stratum=cell.stratum, group=cell.group)
+                                       stratum=cell.stratum, group=cell.group, min_clusters=cfg.min_clusters,
+                                       flat_margin=cfg.flat_margin)
             st = rb.stats[cell]
             i = rb.metrics.index(metric)
+            k = st.n_clusters(i)
+            note = (f"{k} {rb.cluster} cluster(s) < --min-clusters {cfg.min_clusters}: no model is selected "
+                    "(the fits are listed, but too few independent units to choose a shape)"
+                    if k < cfg.min_clusters else None)
             cells.append(CellFit(metric, cell, selection, direction, n_bins=len(arr["bins"]),
-                                 n_rollouts=int((st.counts[i].sum(axis=1) > 0).sum()),
-                                 n_tokens=int(st.counts[i].sum())))
+                                 n_rollouts=st.n_rollouts(i), n_tokens=int(st.counts[i].sum()), n_clusters=k,
+                                 cluster=rb.cluster, selection_note=note))
         fits[metric] = tuple(cells)
     return FitRun(cfg, table, fits, rb)

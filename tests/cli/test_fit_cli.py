@@ -39,6 +39,7 @@ def test_fit_writes_bins_fits_and_config(dataset, tmp_path, capsys):
     assert set(bins["metric"]) == {"kl_reverse", "cum_abs_gap_frac"}
     assert len(bins) == 2 * 12 and (bins["by"] == "rel").all() and (bins["group"] == "all").all()
     assert (bins["n_rollouts"] == 120).all()
+    assert (bins["n_clusters"] == 30).all() and (bins["cluster"] == "prompt").all()  # 4 samples per prompt
     assert (bins["ci_low"] <= bins["mean"]).all() and (bins["mean"] <= bins["ci_high"]).all()
 
     fits = json.loads((out / "fits.json").read_text())
@@ -50,7 +51,9 @@ def test_fit_writes_bins_fits_and_config(dataset, tmp_path, capsys):
             assert set(m) >= MODEL_KEYS
         converged = {n: m["aic"] for n, m in entry["models"].items() if m["converged"]}
         assert entry["selected"] == min(converged, key=converged.get)
-        assert entry["direction"]["verdict"] in ("rises", "falls", "flat")
+        assert entry["direction"]["verdict"] in ("rises", "falls", "flat", "inconclusive")
+        assert entry["cluster"] == "prompt" and entry["n_clusters"] == 30 and entry["n_rollouts"] == 120
+        assert entry["direction"]["n_clusters"] == 30 and entry["selection_note"] is None
     assert fits["kl_reverse"]["direction"]["verdict"] == "falls"
     assert fits["cum_abs_gap_frac"]["direction"]["verdict"] == "rises"
     assert fits["kl_reverse"]["selected"] == "exponential"
@@ -61,6 +64,8 @@ def test_fit_writes_bins_fits_and_config(dataset, tmp_path, capsys):
     assert cfg["config_type"] == "FitConfig"
     assert cfg["config"]["metric"] == ["kl_reverse", "cum_abs_gap_frac"]
     assert cfg["config"]["bins"] == 12 and cfg["config"]["n_boot"] == 200
+    assert cfg["config"]["cluster"] == "prompt" and cfg["config"]["min_clusters"] == 10
+    assert cfg["config"]["flat_margin"] == 0.1 and cfg["cluster"] == "prompt"
     assert len(cfg["edges"]) == 13
 
 
@@ -83,7 +88,8 @@ def test_help_explains_the_command(capsys):
     assert exc.value.code == 0
     text = capsys.readouterr().out
     for needle in ("--metric", "--by", "--bins", "--strata", "--group-by", "--n-boot", "--models", "--out",
-                   "bins.parquet", "fits.json", "resample whole rollouts", "examples:"):
+                   "bins.parquet", "fits.json", "resample whole prompts", "--cluster", "--min-clusters",
+                   "--flat-margin", "insufficient", "examples:"):
         assert needle in text, needle
 
 
@@ -113,3 +119,39 @@ def test_bad_flags_and_empty_selection(dataset, tmp_path, capsys):
     assert "no token rows" in capsys.readouterr().err
     assert main(["fit", str(tmp_path / "nope"), "--metric", "k3", "--out", str(tmp_path / "o")]) == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+def test_rollout_clusters_stay_selectable(dataset, tmp_path):
+    out = tmp_path / "fit"
+    assert main(["fit", str(dataset), "--metric", "kl_reverse", "--models", "linear", "--n-boot", "60",
+                 "--cluster", "rollout", "--out", str(out)]) == 0
+    bins = pd.read_parquet(out / "bins.parquet")
+    assert (bins["cluster"] == "rollout").all() and (bins["n_clusters"] == 120).all()
+    assert json.loads((out / "fits.json").read_text())["kl_reverse"]["n_clusters"] == 120
+
+
+def test_below_min_clusters_is_insufficient_and_selects_nothing(dataset, tmp_path, capsys):
+    out = tmp_path / "fit"
+    assert main(["fit", str(dataset), "--metric", "kl_reverse", "--models", "exponential,linear", "--n-boot", "60",
+                 "--min-clusters", "31", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "insufficient" in printed and "not selected" in printed
+    entry = json.loads((out / "fits.json").read_text())["kl_reverse"]
+    assert entry["direction"]["verdict"] == "insufficient" and entry["selected"] is None
+    assert "min-clusters 31" in entry["selection_note"] and set(entry["models"]) == {"exponential", "linear"}
+
+
+def test_one_bin_gives_no_direction(dataset, tmp_path):
+    out = tmp_path / "fit"
+    assert main(["fit", str(dataset), "--metric", "kl_reverse", "--models", "linear", "--errors", "n_rollouts",
+                 "--bins", "1", "--n-boot", "60", "--out", str(out)]) == 0
+    d = json.loads((out / "fits.json").read_text())["kl_reverse"]["direction"]
+    assert d["verdict"] == "insufficient" and ">= 3 bins" in d["reason"]
+
+
+def test_permutation_direction_stops_with_a_typed_error(dataset, tmp_path, capsys):
+    assert main(["fit", str(dataset), "--metric", "k3", "--direction", "permutation",
+                 "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "ConfigError" in err and "removed" in err and "--direction bootstrap" in err
+    assert not (tmp_path / "o" / "fits.json").exists()

@@ -27,7 +27,8 @@ def test_probe_cli_end_to_end(toy, tmp_path, capsys):
                  "--progress", "false", "--n-boot", "200", "--part-size", "6"])
     assert code == 0
     text = capsys.readouterr().out
-    assert "ratio" in text and "teacher accuracy" in text and "rel_position" in text and "-C_t" in text
+    assert "ratio" in text and "teacher accuracy" in text and "-t/T" in text and "-C_t/C_T" in text
+    assert "4 prompt clusters" in text and "INSUFFICIENT" in text  # 16 rollouts of 4 prompts < --min-clusters 10
     ds = open_dataset(out)
     assert ds.manifest["status"] == "complete" and len(ds.manifest["parts"]) == 3  # 16 rollouts, 6 per part
     rows = ds.to_pandas("continuations")
@@ -36,9 +37,10 @@ def test_probe_cli_end_to_end(toy, tmp_path, capsys):
     assert len(acc) == 9 and set(acc.model) == {"teacher", "student", "gap"}
     assert acc.loc[(acc.model == "teacher") & (acc.ratio == 0.0), "accuracy"].item() >= 0.75
     js = json.loads((out / "auroc.json").read_text())
-    assert set(js["predictors"]) >= {"rel_position", "neg_cum_abs_gap", "neg_prefix_logratio", "teacher_entropy",
-                                     "topk_overlap", "kl_reverse"}
-    assert js["direction"]["verdict"] in ("falls", "rises", "flat")
+    assert set(js["predictors"]) >= {"neg_rel_position", "neg_cum_abs_gap_frac", "neg_cum_abs_gap", "prefix_logratio",
+                                     "neg_teacher_entropy", "topk_overlap", "neg_kl_reverse"}
+    assert js["cluster"] == "prompt" and js["n_clusters"] == 4 and js["direction"]["verdict"] == "insufficient"
+    assert js["normalizer"] == "tokens" and set(acc.n_clusters) <= {4}
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["command"] == "probe" and cfg["config"]["ratios"] == [0.0, 0.5, 1.0]
     assert cfg["config"]["max_new_tokens"] == 64 and cfg["config"]["student"].endswith("student")  # from toy
@@ -49,6 +51,17 @@ def test_probe_cli_end_to_end(toy, tmp_path, capsys):
     assert main(["probe", str(toy), "--ratios", "0,0.5,1", "--continuations", "2", "--out", str(out),
                  "--progress", "false", "--n-boot", "200", "--part-size", "6", "--if-exists", "resume"]) == 0
     pd.testing.assert_frame_equal(open_dataset(out).to_pandas("continuations"), rows)
+
+
+def test_probe_cli_cluster_flags(toy, tmp_path, capsys):
+    out = tmp_path / "p"
+    assert main(["probe", str(toy), "--ratios", "0,1", "--continuations", "1", "--out", str(out), "--progress",
+                 "false", "--n-boot", "50", "--cluster", "rollout", "--min-clusters", "3"]) == 0
+    js = json.loads((out / "auroc.json").read_text())
+    assert js["cluster"] == "rollout" and js["n_clusters"] == 16 and js["min_clusters"] == 3
+    assert js["bootstrap"]["unit"] == "rollout" and not js["insufficient"]
+    with pytest.raises(SystemExit):
+        main(["probe", str(toy), "--out", str(tmp_path / "q"), "--cluster", "token"])
 
 
 def test_probe_cli_range_syntax_and_bad_ratios(toy, tmp_path, capsys):

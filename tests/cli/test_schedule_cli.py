@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 import drift.schedules as ds
@@ -116,3 +117,23 @@ def test_help_describes_every_kind(capsys):
         assert f"  {kind} " in out
     assert "1 + gamma·clamp(1 - C_t/(C_L + eps), 0, 1)" in out
     assert main(["schedule"]) == 1  # no action: prints help
+
+
+def test_recommend_cli_cluster_flags(tmp_path, capsys):
+    from drift.synthetic import synthetic_tokens, write_synthetic_dataset
+
+    df = synthetic_tokens("exponential", {"a": 0.9, "tau": 0.3, "c": 0.05}, n_rollouts=24, samples_per_prompt=4,
+                          length_range=(20, 40), rollout_sd=0.0, token_sd=0.0, seed=0, metric="q")
+    df["oracle_teacher_correct"] = np.random.default_rng(0).random(len(df)) < np.clip(df.pop("q").to_numpy(), 0, 1)
+    ds = write_synthetic_dataset(tmp_path / "d", df)
+    out = tmp_path / "s.json"
+    assert main(["schedule", "recommend", str(ds.root), "--out", str(out), "--n-boot", "50"]) == 0
+    side = json.loads(out.with_name("s.recommendation.json").read_text())
+    assert side["config"]["cluster"] == "prompt" and side["config"]["min_clusters"] == 10
+    rec = side["recommendation"]
+    assert rec["cluster"] == "prompt" and rec["n_clusters"] == 6 and rec["verdict"] == "insufficient"
+    assert "insufficient evidence" in capsys.readouterr().out
+    assert main(["schedule", "recommend", str(ds.root), "--out", str(out), "--n-boot", "50", "--force",
+                 "--cluster", "rollout", "--min-clusters", "5"]) == 0
+    rec = json.loads(out.with_name("s.recommendation.json").read_text())["recommendation"]
+    assert rec["cluster"] == "rollout" and rec["n_clusters"] == 24 and rec["verdict"] != "insufficient"

@@ -386,6 +386,24 @@ def test_fitted_normalizations(rng):
     np.testing.assert_allclose([w[b, mask[b]].mean() for b in range(4)], 1.0, atol=1e-12)
 
 
+def test_fitted_asks_the_curve_registry(rng):
+    from drift.curves import FAMILIES
+
+    assert ds.Fitted.summary.endswith(", ".join(FAMILIES))
+    for name, fam in FAMILIES.items():  # every family, its positive parameters set to 0.5
+        spec = ds.Fitted(family=name, params={p: 0.5 for p in fam.param_names}, normalize="none")
+        assert tuple(spec.params) == fam.param_names
+        for x in ("rel", "abs"):  # positions (t + 0.5)/L and t + 1 lie inside every family's domain (power: x > 0)
+            w = ds.Fitted(family=name, params=spec.params, x=x, normalize="none").weights(np.ones((2, 7)))
+            assert np.all(np.isfinite(np.asarray(w)))
+    # a power law over relative position: defined at every token, the first one included
+    adv, _, mask = batch(rng, B=3, L=12)
+    spec = {"kind": "fitted", "family": "power", "params": {"a": 0.3, "b": 0.5, "c": 0.2}, "normalize": "max"}
+    w = ds.load(spec).weights(adv, mask)
+    for b in range(3):
+        np.testing.assert_allclose(w[b, mask[b]], naive_row(spec, list(adv[b, mask[b]]), []), atol=1e-12)
+
+
 def test_fitted_nonpositive_normalizer_is_an_error():
     s = ds.Fitted(family="linear", params={"a": -1.0, "b": 0.0})  # clipped to floor 0 everywhere
     with pytest.raises(ScheduleError, match="set floor > 0"):
@@ -533,6 +551,8 @@ def test_load_accepts_dict_text_path_and_schedule(tmp_path):
     ({"kind": "fitted", "family": "cubic", "params": {}}, "family must be one of"),
     ({"kind": "fitted", "family": "power", "params": {"a": 1}}, r"params for power must be exactly"),
     ({"kind": "fitted", "family": "exponential", "params": {"a": 1, "tau": 0, "c": 0}}, "tau"),
+    ({"kind": "fitted", "family": "power", "params": {"a": 1, "b": 0, "c": 0}}, r"params\['b'\] must be a number > 0"),
+    ({"kind": "fitted", "family": "logistic", "params": {"a": 1, "x0": 0.5, "s": -1, "c": 0}}, r"params\['s'\]"),
     ({"kind": "vector", "values": [1, 2], "x": "abs"}, "x='abs' needs edges"),
     ({"kind": "vector", "values": [1, 2], "edges": [0, 0.5, 0.4]}, "strictly increasing"),
     ({"kind": "vector", "values": [1, -2]}, r"values\[1\] must be a number >= 0"),

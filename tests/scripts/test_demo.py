@@ -24,7 +24,13 @@ def test_demo_end_to_end(tmp_path, capsys):
     html = (out / "report.html").read_text()
     assert 'id="probe"' in html and "Not available" in html  # only the training section lacks inputs
     rec = json.loads((out / "schedule.recommendation.json").read_text())["recommendation"]
-    assert rec["evidence"] == "probe"
-    # a second run into the same folder replaces every output
+    assert rec["evidence"] == "probe" and rec["cluster"] == "prompt"
+    # the default demo probes enough prompts for a real verdict (not 'insufficient')
+    assert rec["n_clusters"] >= 10 and rec["verdict"] != "insufficient"
+    probe = json.loads((out / "probe" / "auroc.json").read_text())
+    assert probe["cluster"] == "prompt" and probe["n_clusters"] >= 10 and not probe["insufficient"]
+    # a second run into the same folder replaces every output; 16 rollouts are 4 prompts: insufficient, default
     assert main(["--out", str(out), "--no-progress", "--max-rollouts", "16", "--continuations", "1",
                  "--n-boot", "100"]) == 0
+    rec = json.loads((out / "schedule.recommendation.json").read_text())["recommendation"]
+    assert rec["n_clusters"] == 4 and rec["verdict"] == "insufficient" and rec["schedule"]["kind"] != "fitted"

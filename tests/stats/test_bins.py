@@ -8,7 +8,7 @@ import pytest
 
 from drift.errors import ConfigError, DatasetError, SchemaError
 from drift.stats import BIN_COLUMNS, BinSpec, aggregate_bins, bin_metric, open_tokens
-from drift.stats.bootstrap import percentile_interval
+from drift.stats.bootstrap import expanded_level, percentile_interval
 from drift.synthetic import synthetic_tokens, write_synthetic_dataset
 
 KEY = ["run_id", "step", "prompt_id", "sample_id"]
@@ -162,13 +162,21 @@ def test_frame_and_dataset_on_disk_give_identical_tables(frame, tmp_path):
 
 def test_table_intervals_are_the_percentiles_of_the_replicates(frame):
     rb = aggregate_bins(frame, "kl_reverse", BinSpec(bins=4, step="pool"))
-    table = rb.table(n_boot=300, ci=0.9, seed=7)
+    table = rb.table(n_boot=300, ci=0.9, seed=7, interval="percentile")
     reps = rb.replicates(rb.headline, 300, 7)[:, 0, :]
     lo, hi = percentile_interval(reps, 0.9)
     np.testing.assert_allclose(table["ci_low"], lo)
     np.testing.assert_allclose(table["ci_high"], hi)
-    assert rb.table(n_boot=300, ci=0.9, seed=7).equals(table)  # seeded
-    assert not rb.table(n_boot=300, ci=0.9, seed=8)["ci_low"].equals(table["ci_low"])
+    # default: the expanded percentile interval at the level for K = the bin's clusters (wider, same centre)
+    wide = rb.table(n_boot=300, ci=0.9, seed=7)
+    K = int(wide["n_clusters"].iloc[0])
+    lo2, hi2 = percentile_interval(reps, expanded_level(0.9, K))
+    np.testing.assert_allclose(wide["ci_low"], lo2)
+    np.testing.assert_allclose(wide["ci_high"], hi2)
+    assert (wide["ci_low"] <= table["ci_low"]).all() and (wide["ci_high"] >= table["ci_high"]).all()
+    table = rb.table(n_boot=300, ci=0.9, seed=7, interval="percentile")
+    assert rb.table(n_boot=300, ci=0.9, seed=7, interval="percentile").equals(table)  # seeded
+    assert not rb.table(n_boot=300, ci=0.9, seed=8, interval="percentile")["ci_low"].equals(table["ci_low"])
 
 
 def test_schema_error_lists_every_missing_column_at_once(frame):
@@ -193,6 +201,8 @@ def test_bin_spec_validation_lists_problems():
     with pytest.raises(ConfigError) as err:
         BinSpec(by="abs_sqrt", bins=500, strata="quantiles:1", group_by=("step",))
     assert len(err.value.problems) == 4
+    with pytest.raises(ConfigError, match="cluster"):
+        BinSpec(cluster="token")
     with pytest.raises(ConfigError, match="width is only used"):
         BinSpec(by="rel", width=8)
 
@@ -210,3 +220,52 @@ def test_plot_bins_draws_bands_per_stratum(frame):
     with pytest.raises(ValueError, match="not in the table"):
         plot_bins(table, "k3", ax=ax)
     plt.close(fig)
+
+
+def test_prompt_clusters_pool_rollouts_and_steps(frame):
+    # frame: steps 0 and 5 of one run; prompts p0..p9 at step 0 (4 samples each) and p0..p7 at step 5.
+    spec = BinSpec(bins=4, step="pool")
+    prompt = aggregate_bins(frame, "kl_reverse", spec)
+    rollout = aggregate_bins(frame, "kl_reverse", BinSpec(bins=4, step="pool", cluster="rollout"))
+    assert prompt.cluster == "prompt" and rollout.cluster == "rollout"
+    assert prompt.n_clusters("kl_reverse") == frame["prompt_id"].nunique() == 10  # a prompt at 2 steps: 1 cluster
+    assert rollout.n_clusters("kl_reverse") == prompt.n_rollouts("kl_reverse") == 70
+    # sums and counts are additive over a cluster's rollouts: same bin means, same token counts
+    tp, tr = prompt.table(n_boot=50), rollout.table(n_boot=50)
+    np.testing.assert_allclose(tp["mean"], tr["mean"])
+    np.testing.assert_array_equal(tp["n_rollouts"], tr["n_rollouts"])
+    assert (tp["n_clusters"] <= 10).all() and (tp["cluster"] == "prompt").all() and (tr["cluster"] == "rollout").all()
+    want = frame.assign(_b=np.minimum(np.floor(frame["rel_position"] * 4), 3)).groupby("_b")["prompt_id"].nunique()
+    np.testing.assert_array_equal(tp["n_clusters"], want.to_numpy())
+    # per-step cells: the same prompt at another step is another cell's cluster
+    per_step = aggregate_bins(frame, "kl_reverse", BinSpec(bins=4))
+    assert per_step.n_clusters("kl_reverse", per_step.cell(step=0)) == 10
+    assert per_step.n_clusters("kl_reverse", per_step.cell(step=5)) == 8
+
+
+def test_older_datasets_without_prompt_key_fall_back_to_run_and_prompt_id(frame):
+    old = frame.drop(columns=["prompt_key"])
+    a = aggregate_bins(old, "kl_reverse", BinSpec(bins=4, step="pool"))
+    assert a.n_clusters("kl_reverse") == 10
+    mixed = frame.copy()
+    mixed.loc[mixed["step"] == 5, "prompt_key"] = None  # null keys: each falls back, never one giant cluster
+    # the 8 prompts of step 5 fall back to (run_id, prompt_id) keys: 10 + 8 clusters
+    assert aggregate_bins(mixed, "kl_reverse", BinSpec(bins=4, step="pool")).n_clusters("kl_reverse") == 18
+
+
+def test_quantile_strata_with_a_length_cap_are_merged():
+    capped = synthetic_tokens("linear", {"a": 0.5, "b": 0.0}, n_rollouts=200, length_range=(20, 400), seed=2)
+    lengths = capped.groupby(["prompt_id", "sample_id"])["response_len"].transform("first")
+    keep = (lengths >= 120) | (capped["prompt_id"] == "p0000000")  # a cap: almost all at length >= 120 ...
+    capped = capped[keep].copy()
+    capped.loc[capped["response_len"] >= 120, "response_len"] = 120  # ... cut to 120 tokens
+    capped = capped[capped["position"] < capped["response_len"]]
+    capped["rel_position"] = capped["position"] / capped["response_len"]
+    rb = aggregate_bins(capped, "kl_reverse", BinSpec(bins=4, strata="quantiles:3", step="pool"))
+    assert len(rb.strata_labels) <= 1  # T<120 holds one prompt's rollouts: merged, no one-prompt stratum
+    explicit = aggregate_bins(capped, "kl_reverse", BinSpec(bins=4, strata=(120,), step="pool"))
+    assert explicit.strata_labels == ("T<120", "T>=120")  # the user's cut points are kept ...
+    from drift.stats import direction_test
+
+    small = direction_test(explicit, "kl_reverse", n=100, stratum="T<120")
+    assert small.verdict == "insufficient"  # ... but the small stratum gets no verdict

@@ -10,6 +10,7 @@ import warnings
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import pytest
 
 from drift.curves import PARAM_NAMES, evaluate_curve
@@ -201,3 +202,183 @@ def test_fit_bins_from_a_table_and_from_rollout_bins_agree_on_the_best_family():
     np.testing.assert_allclose(list(from_table.best.params.values()), list(plain.params.values()), rtol=1e-6)
     with pytest.raises(ValueError, match="no bootstrap replicates"):
         fit_bins(table, "y", errors="cov")
+
+
+# --- one registry per family ---------------------------------------------------------------------------------------
+
+def test_models_take_everything_from_the_registry():
+    from drift.curves import FAMILIES
+
+    assert set(FAMILIES) == set(MODELS)
+    x = np.linspace(0.05, 0.95, 19)
+    for name, model in MODELS.items():
+        fam = FAMILIES[name]
+        assert model.family is fam and model.formula == fam.formula and model.bounds == fam.bounds
+        # the linear parameters the start values solve for are the ones the registry declares
+        nl = next(iter(model._grid(x)))
+        _, linear = model._basis(x, **nl)
+        assert set(linear) == set(fam.linear) and set(nl) | set(linear) == set(fam.param_names)
+
+
+@pytest.mark.parametrize("name,params", [
+    ("exponential", {"a": 0.7, "tau": 0.3, "c": 0.2}), ("power", {"a": 0.4, "b": 0.8, "c": 0.1}),
+    ("logistic", {"a": -1.0, "x0": 0.4, "s": 0.1, "c": 0.5}), ("linear", {"a": 0.2, "b": 0.8}),
+    ("hinge", {"a": 1.0, "b1": -2.0, "b2": 0.3, "x0": 0.35}),
+])
+def test_registry_affine_rescales_the_curve(name, params):
+    from drift.curves import get_family
+
+    fam = get_family(name)
+    x = np.linspace(0.05, 1.0, 40)
+    np.testing.assert_allclose(fam.evaluate(x, fam.affine(params, 0.3, 1.0)), 0.3 * fam.evaluate(x, params) + 1.0)
+
+
+def test_power_is_evaluated_only_where_defined():
+    from drift.curves import evaluate_on_domain, get_family
+
+    p = {"a": 0.5, "b": 0.7, "c": 0.1}
+    fam = get_family("power")
+    assert fam.domain_text() == "x > 0" and not fam.valid(0.0) and fam.valid(1e-9)
+    with pytest.raises(ValueError, match="x must be > 0"):
+        evaluate_curve("power", np.linspace(0, 1, 5), p)
+    x = np.linspace(0.0, 1.0, 5)
+    got = evaluate_on_domain("power", p, x, edge=0.025)
+    assert got[0] == pytest.approx(evaluate_curve("power", [0.025], p)[0])  # clamped to the edge, never the pole
+    np.testing.assert_allclose(got[1:], evaluate_curve("power", x[1:], p))
+    np.testing.assert_allclose(evaluate_on_domain("power", p, x)[0], got[1])  # no edge: smallest valid x
+    with pytest.raises(ValueError, match="pass edge"):
+        evaluate_on_domain("power", p, np.array([0.0, -1.0]))
+    np.testing.assert_allclose(evaluate_on_domain("linear", {"a": 1, "b": 2}, x), 1 + 2 * x)  # all x: unchanged
+    # a fitted power law (the recommend crash: its peak is scanned over [0, 1])
+    xs = (np.arange(20) + 0.5) / 20
+    r = fit_model("power", xs, evaluate_curve("power", xs, p), weights=np.ones(20))
+    peak = r.predict_on_domain(np.linspace(0.0, 1.0, 201))
+    assert np.all(np.isfinite(peak)) and peak[0] == pytest.approx(r.predict([xs[0]])[0])
+
+
+# --- errors tied to the number of clusters R -----------------------------------------------------------------------
+
+def _clustered(R: int, B: int = 20, seed: int = 0):
+    from drift.synthetic_fits import bootstrap_cov, clustered_bins
+
+    d = clustered_bins(R, B, seed=seed)
+    return d, bootstrap_cov(d, 300, seed)
+
+
+def test_full_covariance_only_with_twice_as_many_clusters_as_bins():
+    from scipy import stats as sps
+
+    from drift.stats.fit import full_cov_allowed, percival_m1
+
+    for R, errors in ((10, "diagonal"), (39, "diagonal"), (40, "full_cov"), (80, "full_cov")):
+        d, C = _clustered(R)
+        r = fit_model("linear", d.x, d.y, cov=C, n_clusters=R, absolute_sigma=True)
+        assert r.errors == errors and r.n_clusters == R and f"R={R}" in r.errors_reason, r.errors_reason
+        assert r.df_ci == (R - 1 if errors == "diagonal" else R - 1 - (20 - 2))
+        half = r.ci_high["b"] - r.params["b"]
+        assert half == pytest.approx(sps.t.ppf(0.975, r.df_ci) * r.stderr["b"])
+    assert full_cov_allowed(40, 20)[0] and not full_cov_allowed(39, 20)[0] and not full_cov_allowed(7, 3)[0]
+    assert percival_m1(80, 20, 2) == pytest.approx(1.25, abs=0.01) and percival_m1(10_000, 20, 2) == pytest.approx(
+        1.0, abs=0.01)
+    # full covariance: GLS with C R / (R - B - 2) (Hartlap with R), parameter covariance times m1
+    d, C = _clustered(80)
+    r = fit_model("linear", d.x, d.y, cov=C, n_clusters=80, absolute_sigma=True)
+    legacy = fit_model("linear", d.x, d.y, cov=C * 80 / (80 - 22), absolute_sigma=True)
+    assert legacy.errors == "cov" and legacy.df_ci == math.inf
+    np.testing.assert_allclose(list(r.params.values()), list(legacy.params.values()), rtol=1e-6)
+    assert r.stderr["b"] == pytest.approx(legacy.stderr["b"] * math.sqrt(percival_m1(80, 20, 2)), rel=1e-6)
+
+
+def test_diagonal_errors_use_the_sandwich_with_the_bootstrap_covariance():
+    d, C = _clustered(12)
+    r = fit_model("linear", d.x, d.y, cov=C, n_clusters=12, absolute_sigma=True)
+    assert r.errors == "diagonal" and "diagonal errors" in r.errors_reason
+    np.testing.assert_allclose(r.yerr, np.sqrt(np.diag(C) * 12 / 11))  # plots show the bins' own errors
+    # a common shift of every bin (perfectly correlated errors) widens the intercept, not the slope
+    B = 20
+    shift = np.full((B, B), 0.04)
+    base = np.diag(np.full(B, 0.01))
+    a = fit_model("linear", d.x, d.y, cov=base, n_clusters=12, absolute_sigma=True)
+    b = fit_model("linear", d.x, d.y, cov=base + shift, n_clusters=12, absolute_sigma=True)
+    assert b.stderr["a"] > 1.5 * a.stderr["a"]
+    assert b.params["b"] == pytest.approx(a.params["b"], rel=0.2)
+    # sigma with R: the bootstrap's (R - 1) / R variance is corrected and t has R - 1 degrees of freedom
+    s = fit_model("linear", d.x, d.y, sigma=np.full(B, 0.1), n_clusters=12, absolute_sigma=True)
+    plain = fit_model("linear", d.x, d.y, sigma=np.full(B, 0.1) * math.sqrt(12 / 11), absolute_sigma=True)
+    assert s.errors == "sigma" and s.df_ci == 11 and s.stderr["b"] == pytest.approx(plain.stderr["b"])
+    with pytest.raises(ValueError, match="n_clusters"):
+        fit_model("linear", d.x, d.y, n_clusters=0)
+
+
+def test_legacy_behaviour_without_n_clusters_is_unchanged(rng):
+    x = np.linspace(0.05, 0.95, 15)
+    y = 2.0 - 1.2 * x + rng.normal(0, 0.05, 15)
+    C = np.diag(rng.uniform(0.001, 0.01, 15))
+    r = fit_model("linear", x, y, cov=C, absolute_sigma=True)
+    assert r.errors == "cov" and r.errors_reason == "" and r.n_clusters is None and r.df_ci == math.inf
+    w = fit_model("linear", x, y, weights=np.full(15, 3.0), n_clusters=5)
+    assert w.errors == "weights" and w.df_ci == 4  # the scale from residuals, t limited by the clusters
+
+
+# --- identification and selection ---------------------------------------------------------------------------------
+
+def test_unidentified_fits_are_marked_and_never_selected(rng):
+    x = (np.arange(20) + 0.5) / 20
+    y = 0.5 + rng.normal(0, 0.01, 20)  # flat: a logistic's midpoint and width cannot be told
+    sel = fit_all(x, y, sigma=np.full(20, 0.01), absolute_sigma=True)
+    lg = sel.results["logistic"]
+    assert lg.converged and not lg.identified and lg.message.startswith("unidentified:")
+    assert "x0" in lg.message or "s " in lg.message or "no finite interval" in lg.message
+    assert "logistic" not in sel.selectable and sel.best_name in sel.selectable
+    t = sel.table()
+    assert not t.loc["logistic", "identified"] and t.loc["logistic", "akaike_weight"] == 0.0
+    assert t["akaike_weight"].sum() == pytest.approx(1.0)
+    assert "NOT IDENTIFIED" in lg.report()
+    # only unidentified fits: nothing is selected, and the reason says so
+    only = fit_all(x, y, models=["logistic"], sigma=np.full(20, 0.01), absolute_sigma=True)
+    assert only.converged == ["logistic"] and only.best_name is None and only.reason.startswith("no identified fit")
+    with pytest.raises(ConvergenceError, match="no identified fit"):
+        _ = only.best
+
+
+def test_selection_is_refused_below_min_clusters():
+    d, C = _clustered(4, B=8)
+    sel = fit_all(d.x, d.y, models=["linear", "exponential"], cov=C, absolute_sigma=True, n_clusters=4)
+    assert sel.converged and sel.best_name is None and sel.reason == "insufficient: R=4 < 10 clusters"
+    assert sel.to_dict()["selected"] is None and sel.to_dict()["reason"] == sel.reason
+    with pytest.raises(ConvergenceError, match="insufficient: R=4 < 10 clusters"):
+        _ = sel.best
+    assert "insufficient" in sel.report()
+    ok = fit_all(d.x, d.y, models=["linear"], cov=C, absolute_sigma=True, n_clusters=4, min_clusters=3)
+    assert ok.best_name == "linear" and ok.reason is None and ok.min_clusters == 3
+
+
+# --- reloading fits.json -------------------------------------------------------------------------------------------
+
+def test_selection_round_trips_through_json(rng):
+    x = (np.arange(20) + 0.5) / 20
+    y = 0.8 * np.exp(-x / 0.25) + 0.1 + rng.normal(0, 0.01, 20)
+    d, C = _clustered(16)
+    for sel in (fit_all(x, y, sigma=np.full(20, 0.01), absolute_sigma=True),  # incl. an unidentified power law
+                fit_all(x[:4], y[:4]),  # failed fits (too few points for logistic, hinge)
+                fit_all(d.x, d.y, cov=C, absolute_sigma=True, n_clusters=16),
+                fit_all(d.x, d.y, cov=C, absolute_sigma=True, n_clusters=6)):  # refused
+        text = json.dumps(sel.to_dict(), allow_nan=False)
+        back = type(sel).from_dict(json.loads(text))
+        assert back.best_name == sel.best_name and back.reason == sel.reason
+        assert back.criterion == sel.criterion and back.n_clusters == sel.n_clusters
+        assert json.loads(json.dumps(back.to_dict(), allow_nan=False)) == json.loads(text)
+        for name, r in sel.results.items():
+            b = back.results[name]
+            assert (b.converged, b.identified, b.errors, b.df_ci) == (r.converged, r.identified, r.errors, r.df_ci)
+            np.testing.assert_allclose(b.predict(r.x), r.predict(r.x), rtol=1e-12)
+            np.testing.assert_allclose(b.x, r.x)
+            assert b.aic == r.aic or (math.isnan(b.aic) and math.isnan(r.aic))
+        pd.testing.assert_frame_equal(back.table().drop(columns=["message"]), sel.table().drop(columns=["message"]))
+    # an old fits.json entry (models, selected, criterion only) still loads
+    old = {"models": {"linear": {"model": "linear", "params": {"a": 1.0, "b": -0.5}, "aic": 3.0, "converged": True}},
+           "selected": "linear", "criterion": "aic"}
+    back = type(sel).from_dict(old)
+    assert back.best_name == "linear" and back.best.predict([0.0, 1.0]).tolist() == [1.0, 0.5]
+    with pytest.raises(ValueError, match="differs"):
+        type(sel).from_dict({**old, "selected": "hinge"})

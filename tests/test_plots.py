@@ -1,4 +1,4 @@
-"""drift.plots: every function draws on the axes it is given, returns them, and never creates or saves a figure."""
+"""drift.report.plots: each function draws on the axes it is given, returns them, never creates or saves a figure."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from drift import plots
+from drift.report import plots
 from drift.schedules import load
 from drift.stats import BinSpec, aggregate_bins
 from drift.synthetic import synthetic_tokens
@@ -136,3 +136,15 @@ def test_default_axes_are_current_axes_and_no_figure_is_created(rel_table):
     assert plots.plot_metric_by_position(rel_table, "kl_reverse") is ax
     assert len(plt.get_fignums()) == n
     plt.close(fig)
+
+
+def test_figures_are_saved_in_one_place():
+    """Only the report's FigureStore (drift/report/render.py) saves figures; plot functions never do."""
+    from pathlib import Path
+
+    import drift.report
+
+    root = Path(drift.report.__file__).parent
+    mine = ("plots.py", "build.py", "sections.py", "stages.py", "render.py")  # the ablation report has its own rules
+    savers = sorted(n for n in mine if "savefig(" in (root / n).read_text().replace('savefig("kl.png")', ""))
+    assert savers == ["render.py"]

@@ -18,7 +18,7 @@ from typing import Any
 # Submodules are imported on first use, so `drift --help` (which imports the probe's config) does not load torch.
 _LAZY = {
     "PREDICTORS": "analysis", "ProbeAnalysis": "analysis", "analyze": "analysis", "auroc": "analysis",
-    "auroc_bootstrap": "analysis",
+    "auroc_bootstrap": "analysis", "load_analysis": "analysis",
     "DEFAULT_RATIOS": "config", "ProbeConfig": "config", "parse_ratios": "config", "resolve_config": "config",
     "CONTINUATION_SCHEMA": "run", "PREDICTOR_COLUMNS": "run", "ProbeRun": "run", "continuation_budget": "run",
     "cut_points": "run", "cut_predictors": "run", "probe": "run", "probe_from_config": "run",
@@ -48,6 +48,7 @@ __all__ = [
     "continuation_budget",
     "cut_points",
     "cut_predictors",
+    "load_analysis",
     "parse_ratios",
     "probe",
     "probe_from_config",

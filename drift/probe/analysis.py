@@ -63,7 +63,7 @@ from drift.stats.direction import DirectionResult, direction_from_stats
 from drift.store import DriftDataset, open_dataset
 
 __all__ = ["DEFAULT_CLUSTER", "DEFAULT_MIN_CLUSTERS", "PREDICTORS", "Predictor", "ProbeAnalysis", "analyze",
-           "auroc", "auroc_bootstrap", "compare_scores", "flip_text"]
+           "auroc", "auroc_bootstrap", "compare_scores", "flip_text", "load_analysis"]
 
 DEFAULT_CLUSTER = "prompt"
 """Resampling unit of the probe analysis (all rollouts of a prompt move together)."""
@@ -721,3 +721,46 @@ def analyze(continuations: pd.DataFrame | DriftDataset | str | os.PathLike[str],
     return ProbeAnalysis(accuracy, aurocs, direction, student_direction, gap_change, R, n_boot, ci, seed, ratios,
                          n_clusters=C, cluster=cluster, min_clusters=min_clusters, comparisons=comparisons,
                          normalizer=normalizer, data=data)
+
+
+# ------------------------------------------------------------------------------------------------ reload
+def load_analysis(folder: str | os.PathLike[str]) -> ProbeAnalysis:
+    """Reload the analysis ``drift probe`` wrote (``accuracy.parquet`` and ``auroc.json``), computing nothing.
+
+    The inverse of :meth:`ProbeAnalysis.write`: every number comes from the files (nulls, the written form of
+    non-finite values, come back as NaN). The per-cut scores (``data``) are not written, so the loaded analysis has
+    ``data=None``; a caller that needs them (a new paired comparison) must run :func:`analyze`.
+
+    Args:
+        folder: the probe folder (``DATASET/probe``), which holds ``accuracy.parquet`` and ``auroc.json``.
+
+    Raises:
+        FileNotFoundError: a file is missing (re-run ``drift probe``, or :func:`analyze` the continuations).
+    """
+    root = Path(folder)
+    acc, js = root / "accuracy.parquet", root / "auroc.json"
+    for path in (acc, js):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: run `drift probe` again (it writes accuracy.parquet and "
+                                    "auroc.json), or analyze the continuations with drift.probe.analysis.analyze")
+    meta = json.loads(js.read_text())
+
+    def nan(v: Any) -> Any:
+        if v is None:
+            return math.nan
+        if isinstance(v, dict):
+            return {k: nan(x) for k, x in v.items()}
+        return v
+
+    boot = meta.get("bootstrap") or {}
+    return ProbeAnalysis(
+        accuracy=pd.read_parquet(acc), aurocs={k: nan(v) for k, v in (meta.get("predictors") or {}).items()},
+        direction=DirectionResult.from_dict(meta["direction"]),
+        student_direction=DirectionResult.from_dict(meta["student_direction"]),
+        gap_change={k: nan(v) for k, v in (meta.get("gap_change") or {}).items()},
+        n_rollouts=int(meta.get("n_rollouts") or 0), n_boot=int(boot.get("n_boot") or 0),
+        ci=float(boot.get("ci") or 0.95), seed=int(boot.get("seed") or 0),
+        ratios=tuple(float(r) for r in meta.get("ratios") or ()), n_clusters=int(meta.get("n_clusters") or 0),
+        cluster=str(meta.get("cluster") or DEFAULT_CLUSTER),
+        min_clusters=int(meta.get("min_clusters") or DEFAULT_MIN_CLUSTERS),
+        comparisons=nan(meta.get("comparisons") or {}), normalizer=str(meta.get("normalizer") or ""), data=None)

@@ -16,13 +16,16 @@ From Python::
     result = build_report("runs/toy", ReportConfig(dataset="runs/toy", out="runs/toy/report.html", n_boot=200))
     print(result.summary())          # findings, missing sections, written files
 
-From the shell: ``drift report runs/toy --out runs/toy/report.html``. The figures come from :mod:`drift.plots`
-(functions that take and return a matplotlib axes); this package only computes what they draw, composes them and
-renders the Jinja2 templates in ``drift/report/templates``.
+From the shell: ``drift report runs/toy --out runs/toy/report.html``. What the pipeline already wrote is reloaded,
+never recomputed (``fit/``: bins and fits; ``probe/``: its analysis; ``schedule.json``); only what is missing is
+computed, once, and the report lists which inputs it reloaded and which it computed. The figures come from
+:mod:`drift.report.plots` (functions that take and return a matplotlib axes and never save); figures are saved in
+one place, :class:`~drift.report.render.FigureStore`, and embedded in the page rendered from the Jinja2 templates in
+``drift/report/templates``.
 
 Modules: :mod:`~drift.report.build` (config, inputs, orchestration), :mod:`~drift.report.sections` (sections from
-the token rows), :mod:`~drift.report.stages` (probe, training, schedule), :mod:`~drift.report.render` (blocks,
-figure files, templates).
+the token rows), :mod:`~drift.report.stages` (probe, training, schedule), :mod:`~drift.report.plots` (the plot
+functions), :mod:`~drift.report.render` (blocks, figure files, templates).
 """
 
 from drift.report.build import DEFAULT_METRICS, SECTION_IDS, ReportConfig, ReportResult, build_report, report_paths

@@ -8,9 +8,12 @@ sections, renders the templates and writes::
     FILE_files/        every figure as PNG and SVG, and the recommended schedule.json
 
 Inputs are found next to the dataset, so ``drift report runs/x`` after the pipeline needs no flags:
-``runs/x/fit`` (``drift fit``: fits and direction tests are read from its fits.json; without it they are computed
-here), ``runs/x/probe`` (``drift probe``), ``runs/x/schedule.json`` (``drift schedule recommend --out``; without it a
-schedule is recommended here). ``--train RUNDIR`` adds a training run's ``drift/step-*`` datasets; a dataset with
+``runs/x/fit`` (``drift fit``: its bins.parquet and fits.json are reloaded, never recomputed), ``runs/x/probe``
+(``drift probe``: its accuracy.parquet and auroc.json are reloaded), ``runs/x/schedule.json`` (``drift schedule
+recommend --out``). Only what they lack is computed here, once: metrics fit/ does not hold, the other position
+axis, length strata of a fit made without them, and a schedule (``recommend`` is handed what the report already
+has). The report lists every input as reloaded or computed (a table under "Run metadata";
+:attr:`ReportResult.inputs`). ``--train RUNDIR`` adds a training run's ``drift/step-*`` datasets; a dataset with
 several ``step`` values gets the training section on its own. DATASET may also be a training run folder: its last
 ``drift/step-*`` dataset is reported and the run supplies the training section.
 """
@@ -25,9 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from drift.config import Checks, config_to_dict, opt
 from drift.errors import DatasetError
-from drift.report.render import FigureStore, Section, render
+from drift.report.render import FigureStore, Section, TableBlock, render
 from drift.report.sections import (
     Context,
     directions_section,
@@ -104,6 +109,7 @@ class ReportResult:
         html, markdown, figures_dir: the written files; figures: every figure file (PNG and SVG).
         sections: each section (``present``: it had its inputs; ``missing``: what to run; ``error``: why it failed).
         findings: the one-line results shown at the top. wall_s: seconds it took.
+        inputs: each input of the report (``input``, ``metrics``, ``status``: reloaded or computed, ``from``).
     """
 
     html: Path
@@ -113,6 +119,7 @@ class ReportResult:
     sections: tuple[Section, ...] = field(repr=False)
     findings: tuple[str, ...]
     wall_s: float
+    inputs: tuple[dict[str, str], ...] = ()
 
     @property
     def errors(self) -> dict[str, str]:
@@ -121,7 +128,9 @@ class ReportResult:
 
     def summary(self) -> str:
         """Findings, then the sections that are missing or failed, then the written files."""
-        lines = ["findings:", *(f"  - {f}" for f in self.findings)]
+        lines = ["findings:", *(f"  - {f}" for f in self.findings), "inputs:",
+                 *(f"  - {i['status']}: {i['input']} ({i['metrics']}) from {i['from']}" if i["metrics"] != "—" else
+                   f"  - {i['status']}: {i['input']} from {i['from']}" for i in self.inputs)]
         for s in self.sections:
             if s.error:
                 lines.append(f"section {s.id} FAILED: {s.error}")
@@ -210,6 +219,10 @@ def build_report(dataset: str | os.PathLike[str], config: ReportConfig | None = 
         sections.append(probe_sec)
         sections.append(_run("training", lambda: training_section(ctx), cfg.strict))
         sections.append(_run("schedule", lambda: schedule_section(ctx, analysis), cfg.strict))
+    if ctx.inputs and sections[0].id == "metadata":
+        sections[0].blocks.append(TableBlock("Inputs: reloaded or computed", pd.DataFrame(ctx.inputs),
+                                             "reloaded = read from the file a pipeline stage wrote, never "
+                                             "recomputed; computed = made here, once, because no stage wrote it"))
     findings = tuple(f for s in sections for f in s.findings)
     title = cfg.title or f"drift report: {root}"
     context = {"title": title, "dataset": str(root), "sections": sections, "findings": findings,
@@ -220,7 +233,7 @@ def build_report(dataset: str | os.PathLike[str], config: ReportConfig | None = 
     _write(html, render("report.html.j2", **context))
     _write(md, render("report.md.j2", **context))
     return ReportResult(html, md, files, tuple(ctx.figures.paths), tuple(sections), findings,
-                        time.perf_counter() - t0)
+                        time.perf_counter() - t0, tuple(ctx.inputs))
 
 
 def _write(path: Path, text: str) -> None:

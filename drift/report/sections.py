@@ -2,9 +2,10 @@
 fitted curves and per-rollout trajectories.
 
 Each ``*_section(ctx)`` function gathers its numbers (through :mod:`drift.stats` and DuckDB), draws its figures with
-:mod:`drift.plots` on fresh axes, and returns a :class:`~drift.report.render.Section`. The shared, expensive part
-(binning with a rollout bootstrap, fits, direction tests) is computed once in :func:`prepare` and kept on the
-:class:`Context`.
+:mod:`drift.report.plots` on fresh axes, and returns a :class:`~drift.report.render.Section`. The shared, expensive
+part (bins with a cluster bootstrap, fits, direction tests) is gathered once in :func:`prepare` and kept on the
+:class:`Context`: reloaded from ``drift fit``'s outputs where they exist, computed only for what they lack, and
+every input recorded in :attr:`Context.inputs` as reloaded or computed.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from drift import plots
+from drift.report import plots
 from drift.report.render import CodeBlock, FigureStore, Section, TableBlock, new_figure
+from drift.stats.bins import pooled_rows
 from drift.store import DriftDataset
 
 __all__ = ["Context", "directions_section", "fits_section", "fmt_ci", "metadata_section", "positions_section",
@@ -44,13 +46,23 @@ class Context:
     probe_dir: Path | None = None
     train_dir: Path | None = None
     schedule_path: Path | None = None
-    rel: Any = None  # RolloutBins of the metrics by relative position, with length strata
-    rel_table: pd.DataFrame | None = None
+    rel_table: pd.DataFrame | None = None  # bins by relative position, pooled and per length stratum
     abs_table: pd.DataFrame | None = None
-    fits: dict[str, dict[str, Any]] = field(default_factory=dict)  # metric -> fits.json-style entry
+    strata_labels: tuple[str, ...] = ()
+    fits: dict[str, dict[str, Any]] = field(default_factory=dict)  # metric -> fits.json-style entry (+ source)
+    selections: dict[str, Any] = field(default_factory=dict)  # metric -> ModelSelection of the pooled cell
+    directions: dict[str, Any] = field(default_factory=dict)  # metric -> DirectionResult of the pooled cell
+    n_clusters: dict[str, int] = field(default_factory=dict)  # metric -> clusters of the pooled cell
     fit_points: dict[str, pd.DataFrame] = field(default_factory=dict)
     fit_by: dict[str, str] = field(default_factory=dict)
     strata_directions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    analysis: Any = None  # the probe's ProbeAnalysis (reloaded, or computed when the probe wrote none)
+    inputs: list[dict[str, str]] = field(default_factory=list)  # what was reloaded, what computed (see note_input)
+
+    def note_input(self, what: str, metrics: Any, status: str, source: str) -> None:
+        """Record one input of the report: ``status`` is ``reloaded`` or ``computed``; ``source`` says from what."""
+        names = ", ".join(metrics) if not isinstance(metrics, str) else metrics
+        self.inputs.append({"input": what, "metrics": names or "—", "status": status, "from": source})
 
 
 def fmt_ci(v: Any, lo: Any, hi: Any, spec: str = ".3g") -> str:
@@ -65,56 +77,158 @@ def fmt_ci(v: Any, lo: Any, hi: Any, spec: str = ".3g") -> str:
     return f"{float(v):{spec}}"
 
 
-def _headline(table: pd.DataFrame, metric: str) -> pd.DataFrame:
-    return plots._headline(table, metric)
-
-
 # ------------------------------------------------------------------------------------------------ prepare
-def prepare(ctx: Context) -> None:
-    """Bin every metric by relative and absolute position (with length strata), bootstrap, fit and test direction.
+@dataclass(frozen=True)
+class StoredFit:
+    """What ``drift fit`` wrote into a folder, as read back (nothing recomputed).
 
-    Fits and pooled direction tests come from ``fit/fits.json`` for the metrics it holds (with the points of its
-    ``bins.parquet``); the other metrics are fitted here with :func:`drift.stats.fit_bins` and
-    :func:`drift.stats.direction_test` on the relative bins, the same way ``drift fit`` does.
+    Attributes:
+        folder: the fit folder; by: its position axis (``rel``, ``abs``, ``abs_log``); bins: ``bins.parquet``;
+        fits: ``fits.json`` (metric -> entry); config: the resolved ``FitConfig`` fields of ``config.json``;
+        strata: its length-stratum labels (empty without ``--strata``).
+    """
+
+    folder: Path
+    by: str
+    bins: pd.DataFrame = field(repr=False)
+    fits: dict[str, Any] = field(repr=False)
+    config: dict[str, Any] = field(default_factory=dict)
+    strata: tuple[str, ...] = ()
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """Metrics with both fits and bins."""
+        have = set(self.bins["metric"])
+        return tuple(m for m in self.fits if m in have)
+
+    def strata_directions(self, metric: str) -> list[dict[str, Any]]:
+        """``[{"stratum": label, **direction}]`` of the fit's length strata (in the headline's step and group)."""
+        entry = self.fits[metric]
+        head = entry.get("cell") or {}
+        order = {s: i for i, s in enumerate(self.strata)}
+        cells = [c for c in entry.get("cells") or () if c.get("stratum") != "all"
+                 and c.get("group") == head.get("group", "all") and c.get("step") == head.get("step")]
+        return [{"stratum": c["stratum"], **c["direction"]}
+                for c in sorted(cells, key=lambda c: order.get(c["stratum"], len(order)))]
+
+
+def load_fit(folder: Path | None) -> StoredFit | None:
+    """Read ``fits.json``, ``bins.parquet`` and ``config.json`` of a ``drift fit`` folder (None when incomplete)."""
+    if folder is None or not (folder / "fits.json").is_file() or not (folder / "bins.parquet").is_file():
+        return None
+    top = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
+    conf = dict(top.get("config") or {})
+    return StoredFit(folder, str(conf.get("by", "rel")), pd.read_parquet(folder / "bins.parquet"),
+                     json.loads((folder / "fits.json").read_text()), conf, tuple(top.get("strata") or ()))
+
+
+def _reload_fits(ctx: Context, stored: StoredFit) -> list[str]:
+    """Take fits, directions and fitted points of every report metric ``stored`` holds; returns those metrics."""
+    from drift.stats import DirectionResult, ModelSelection
+
+    done = []
+    for metric in (m for m in ctx.metrics if m in stored.metrics):
+        entry = stored.fits[metric]
+        try:
+            selection = ModelSelection.from_dict(entry)
+        except (ValueError, KeyError) as exc:  # an edited or foreign fits.json: refit this metric here
+            log.warning("report: %s/fits.json entry %s does not reload (%s); fitting it here", stored.folder,
+                        metric, exc)
+            continue
+        ctx.selections[metric] = selection
+        ctx.directions[metric] = DirectionResult.from_dict(entry["direction"])
+        ctx.n_clusters[metric] = int(entry.get("n_clusters") or ctx.directions[metric].n_clusters)
+        ctx.fits[metric] = {**entry, "source": f"{stored.folder.name}/fits.json"}
+        ctx.fit_by[metric] = stored.by
+        ctx.fit_points[metric] = pooled_rows(stored.bins, metric)
+        if stored.strata:
+            ctx.strata_directions[metric] = stored.strata_directions(metric)
+        done.append(metric)
+    return done
+
+
+def prepare(ctx: Context) -> None:
+    """Gather every metric's bins (relative and absolute, with length strata), fits and direction tests.
+
+    What ``fit/`` holds is reloaded, never recomputed: its ``bins.parquet`` rows (on its position axis), its fits
+    (:meth:`drift.stats.ModelSelection.from_dict`) and direction tests, and its length strata when it has them.
+    Only what it lacks is computed here, once, the way ``drift fit`` does (:func:`drift.stats.aggregate_bins`,
+    :func:`drift.stats.fit_bins`, :func:`drift.stats.direction_test`): every metric it does not hold, the other
+    position axis, and the length strata of a fit made without ``--strata``. :attr:`Context.inputs` records which.
     """
     from drift.stats import BinSpec, aggregate_bins, direction_test, fit_bins
 
     cfg = ctx.cfg
-    spec = {"bins": cfg.bins, "strata": cfg.strata or None, "step": "pool"}
-    ctx.rel = aggregate_bins(ctx.ds, ctx.metrics, BinSpec(by="rel", **spec))
-    ctx.rel_table = ctx.rel.table(n_boot=cfg.n_boot, seed=cfg.seed)
-    ctx.abs_table = aggregate_bins(ctx.ds, ctx.metrics, BinSpec(by="abs", **spec)).table(n_boot=cfg.n_boot,
-                                                                                         seed=cfg.seed)
-    stored: dict[str, Any] = {}
-    if ctx.fit_dir is not None and (ctx.fit_dir / "fits.json").exists():
-        stored = json.loads((ctx.fit_dir / "fits.json").read_text())
-        fit_cfg = json.loads((ctx.fit_dir / "config.json").read_text()) if (ctx.fit_dir / "config.json").exists() \
-            else {}
-        by = str(fit_cfg.get("config", {}).get("by", "rel"))
-        bins_path = ctx.fit_dir / "bins.parquet"
-        bins = pd.read_parquet(bins_path) if bins_path.exists() else None
-        for metric, entry in stored.items():
-            ctx.fits[metric] = {**entry, "source": f"{ctx.fit_dir.name}/fits.json"}
-            ctx.fit_by[metric] = by
-            if bins is not None and metric in set(bins["metric"]):
-                ctx.fit_points[metric] = _headline(bins, metric)
+    stored = load_fit(ctx.fit_dir)
+    reloaded = _reload_fits(ctx, stored) if stored is not None else []
+    axis = "abs" if stored is not None and stored.by != "rel" else "rel"
+    tables: dict[str, list[pd.DataFrame]] = {"rel": [], "abs": []}
+    if stored is not None and reloaded:
+        src = f"{stored.folder.name}/bins.parquet"
+        tables[axis].append(stored.bins[stored.bins["metric"].isin(reloaded)])
+        ctx.note_input(f"{'relative' if axis == 'rel' else 'absolute'}-position bins", reloaded, "reloaded",
+                       src + (" (with its length strata)" if stored.strata else ""))
+        ctx.note_input("curve fits and direction tests", reloaded, "reloaded", f"{stored.folder.name}/fits.json")
     n_boot = max(cfg.n_boot, 50)
-    for metric in ctx.metrics:
-        if metric not in ctx.fits:
+    strata = cfg.strata or None
+
+    def strata_directions(rb: Any, metric: str) -> None:
+        ctx.strata_directions[metric] = [
+            {"stratum": label, **direction_test(rb, metric, n=n_boot, seed=cfg.seed, stratum=label).to_dict()}
+            for label in rb.strata_labels]
+
+    # relative bins (pooled and per stratum) of the metrics fit/ does not hold on that axis; fits of those it lacks
+    todo = [m for m in ctx.metrics if not (m in reloaded and axis == "rel")]
+    if todo:
+        rb = aggregate_bins(ctx.ds, todo, BinSpec(by="rel", bins=cfg.bins, strata=strata, step="pool"))
+        tables["rel"].append(rb.table(n_boot=cfg.n_boot, seed=cfg.seed))
+        ctx.note_input("relative-position bins", todo, "computed", "tokens (cluster bootstrap, "
+                       f"{cfg.n_boot} resamples)")
+        fitted = [m for m in todo if m not in reloaded]
+        for metric in fitted:
             errors = "cov" if cfg.n_boot >= 50 else "n_rollouts"
-            sel = fit_bins(ctx.rel, metric, n_boot=n_boot, seed=cfg.seed, errors=errors)  # type: ignore[arg-type]
-            direction = direction_test(ctx.rel, metric, n=n_boot, seed=cfg.seed)
-            ctx.fits[metric] = {**sel.to_dict(), "direction": direction.to_dict(), "source": "computed"}
+            sel = fit_bins(rb, metric, n_boot=n_boot, seed=cfg.seed, errors=errors)  # type: ignore[arg-type]
+            direction = direction_test(rb, metric, n=n_boot, seed=cfg.seed)
+            ctx.selections[metric], ctx.directions[metric] = sel, direction
+            ctx.n_clusters[metric] = rb.n_clusters(metric)
+            ctx.fits[metric] = {**sel.to_dict(), "direction": direction.to_dict(), "source": "computed",
+                                "n_clusters": rb.n_clusters(metric), "cluster": rb.cluster}
             if direction.n_clusters < direction.min_clusters:  # as drift fit: no shape chosen from too few units
                 ctx.fits[metric].update(selected=None, selection_note=f"{direction.n_clusters} clusters < "
                                         f"min_clusters {direction.min_clusters}")
-            ctx.fit_points[metric] = _headline(ctx.rel_table, metric)
+            ctx.fit_points[metric] = pooled_rows(tables["rel"][-1], metric)
             ctx.fit_by[metric] = "rel"
-        rows = []
-        for label in ctx.rel.strata_labels:
-            d = direction_test(ctx.rel, metric, n=n_boot, seed=cfg.seed, stratum=label)
-            rows.append({"stratum": label, **d.to_dict()})
-        ctx.strata_directions[metric] = rows
+        if fitted:
+            ctx.note_input("curve fits and direction tests", fitted, "computed",
+                           "relative bins above" + (" (not in fit/fits.json)" if stored is not None else ""))
+        for metric in todo:
+            if metric not in ctx.strata_directions:
+                strata_directions(rb, metric)
+    # length strata of reloaded relative bins made without --strata: only the strata cells (no pooled margins)
+    bare = [m for m in reloaded if axis == "rel" and stored is not None and not stored.strata]
+    if bare and strata:
+        conf = stored.config if stored is not None else {}
+        rb = aggregate_bins(ctx.ds, bare, BinSpec(by="rel", bins=int(conf.get("bins") or cfg.bins), strata=strata,
+                                                  step="pool", margins=False,
+                                                  cluster=conf.get("cluster") or "prompt",
+                                                  min_clusters=int(conf.get("min_clusters") or 10)))
+        tables["rel"].append(rb.table(n_boot=cfg.n_boot, seed=cfg.seed))
+        for metric in bare:
+            strata_directions(rb, metric)
+        ctx.note_input("length-stratum bins and directions", bare, "computed",
+                       f"tokens ({stored.folder.name if stored else 'fit'}/ was made without --strata)")
+    # the other position axis
+    todo = [m for m in ctx.metrics if not (m in reloaded and axis == "abs")]
+    if todo:
+        tables["abs"].append(aggregate_bins(ctx.ds, todo, BinSpec(by="abs", bins=cfg.bins, strata=strata,
+                                                                  step="pool")).table(n_boot=cfg.n_boot,
+                                                                                      seed=cfg.seed))
+        ctx.note_input("absolute-position bins", todo, "computed", "tokens" + (
+            " (fit/ holds relative bins only)" if reloaded and axis == "rel" else ""))
+    ctx.rel_table = pd.concat(tables["rel"], ignore_index=True) if tables["rel"] else None
+    ctx.abs_table = pd.concat(tables["abs"], ignore_index=True) if tables["abs"] else None
+    if ctx.rel_table is not None:
+        ctx.strata_labels = tuple(s for s in dict.fromkeys(ctx.rel_table["stratum"].astype(str)) if s != "all")
 
 
 # ----------------------------------------------------------------------------------------------- metadata
@@ -199,12 +313,12 @@ def metadata_section(ctx: Context) -> Section:
 # ----------------------------------------------------------------------------------------------- positions
 def positions_section(ctx: Context) -> Section:
     """Each metric by relative and by absolute position, with bootstrap bands and response-length strata."""
-    cfg = ctx.cfg
-    strata = ", ".join(ctx.rel.strata_labels) or "none"
+    strata = ", ".join(ctx.strata_labels) or "none"
     sec = Section("positions", "Metrics by position",
                   "Each point is the mean of a metric over all tokens in one position bin, pooled over rollouts; "
-                  "the band is a 95% interval from a rollout-level bootstrap (whole rollouts are resampled, since "
-                  "tokens of one rollout are correlated). Left: relative position t/T; right: absolute position in "
+                  "the band is a 95% interval from a cluster bootstrap (whole prompts are resampled by default: "
+                  "the rollouts of a prompt share its difficulty, and the tokens of a rollout are correlated). "
+                  "Left: relative position t/T; right: absolute position in "
                   "tokens. A late position exists only in long rollouts, so each panel also splits rollouts by "
                   f"response length (strata: {strata}); the dashed black line pools all lengths.")
     for metric in ctx.metrics:
@@ -213,8 +327,13 @@ def positions_section(ctx: Context) -> Section:
         axes[0, 0].set_title(f"{metric} by relative position", fontsize="medium")
         plots.plot_metric_by_position(ctx.abs_table, metric, ax=axes[0, 1])
         axes[0, 1].set_title(f"{metric} by absolute position", fontsize="medium")
+        rel, absolute = pooled_rows(ctx.rel_table, metric), pooled_rows(ctx.abs_table, metric)
+        unit = str(rel["cluster"].iloc[0]) if "cluster" in rel and len(rel) else "rollout"
+        k = ctx.n_clusters.get(metric)
+        clusters = f", {k} {unit} clusters" if k is not None else ""
         sec.blocks.append(ctx.figures.add(fig, f"position_{metric}", metric,
-                                          f"{cfg.bins} bins; {cfg.n_boot} bootstrap resamples of rollouts"))
+                                          f"{len(rel)} relative and {len(absolute)} absolute bins{clusters}; "
+                                          f"95% {unit}-bootstrap bands"))
     return sec
 
 
@@ -232,7 +351,7 @@ def directions_section(ctx: Context) -> Section:
     rows, forest = [], []
     for metric in ctx.metrics:
         d = ctx.fits[metric]["direction"]
-        head = _headline(ctx.rel_table, metric)
+        head = pooled_rows(ctx.rel_table, metric)
         first, last = head.iloc[0], head.iloc[-1]
         per = "; ".join(f"{s['stratum']}: {s['verdict']} ({s['rho']:+.2f})" if s["rho"] is not None else
                         f"{s['stratum']}: {s['verdict']}" for s in ctx.strata_directions.get(metric, []))

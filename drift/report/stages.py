@@ -14,9 +14,10 @@ from typing import Any
 
 import pandas as pd
 
-from drift import plots
+from drift.report import plots
 from drift.report.render import CodeBlock, Section, TableBlock, TextBlock, new_figure
 from drift.report.sections import Context, fmt_ci
+from drift.stats.bins import pooled_rows
 
 __all__ = ["probe_section", "schedule_section", "train_steps", "training_section"]
 
@@ -29,7 +30,9 @@ _TRAIN_COLUMNS = ("run_id", "step", "prompt_id", "sample_id", "position", "respo
 def probe_section(ctx: Context) -> tuple[Section, Any]:
     """Teacher and student continuation accuracy by prefix ratio, the gap, and reliability AUROCs.
 
-    Returns the section and the :class:`~drift.probe.ProbeAnalysis` (None without a probe).
+    The probe's own analysis (``accuracy.parquet``, ``auroc.json``) is reloaded with
+    :func:`~drift.probe.analysis.load_analysis`; only a probe that wrote none is analysed here. Returns the section
+    and the :class:`~drift.probe.ProbeAnalysis` (None without a probe), which is also kept on ``ctx.analysis``.
     """
     sec = Section("probe", "Continuation probe",
                   "Each student rollout is cut at several prefix ratios; the teacher and the student each "
@@ -42,9 +45,18 @@ def probe_section(ctx: Context) -> tuple[Section, Any]:
                        "--continuations 4` (it writes DATASET/probe, which the report picks up), or pass "
                        "--probe DIR.")
         return sec, None
-    from drift.probe.analysis import analyze
+    from drift.probe.analysis import analyze, flip_text, load_analysis
 
-    a = analyze(ctx.probe_dir, n_boot=ctx.cfg.n_boot, seed=ctx.cfg.seed)
+    name = ctx.probe_dir.name
+    if (ctx.probe_dir / "accuracy.parquet").is_file() and (ctx.probe_dir / "auroc.json").is_file():
+        a = load_analysis(ctx.probe_dir)
+        ctx.note_input("probe analysis", "—", "reloaded", f"{name}/accuracy.parquet, {name}/auroc.json "
+                       f"({a.n_boot} {a.cluster}-bootstrap resamples, seed {a.seed})")
+    else:
+        a = analyze(ctx.probe_dir, n_boot=ctx.cfg.n_boot, seed=ctx.cfg.seed)
+        ctx.note_input("probe analysis", "—", "computed", f"{name}/continuations (the probe wrote no "
+                       "accuracy.parquet / auroc.json)")
+    ctx.analysis = a
     pcfg = json.loads((ctx.probe_dir / "config.json").read_text()).get("config", {}) \
         if (ctx.probe_dir / "config.json").exists() else {}
     fig, axes = new_figure(2, 1, width=5.4, height=3.8)
@@ -54,8 +66,9 @@ def probe_section(ctx: Context) -> tuple[Section, Any]:
     axes[0, 1].set_title("reliability predictors (AUROC, 95% interval)", fontsize="medium")
     k = pcfg.get("continuations")
     sec.blocks.append(ctx.figures.add(fig, "continuation_gap", "Continuation gap and predictor AUROCs",
-                                      f"{a.n_rollouts} rollouts" + (f", {k} continuations per model and cut" if k
-                                                                    else "") + "; rollout-bootstrap bands"))
+                                      f"{a.n_rollouts} rollouts in {a.n_clusters} {a.cluster} clusters"
+                                      + (f", {k} continuations per model and cut" if k else "")
+                                      + f"; {a.cluster}-bootstrap bands"))
     acc = a.accuracy
     rows = []
     for r in a.ratios:
@@ -64,13 +77,17 @@ def probe_section(ctx: Context) -> tuple[Section, Any]:
                                                   for m, c in cell.items()},
                      "continuations": int(cell["teacher"]["n_continuations"] + cell["student"]["n_continuations"])})
     sec.blocks.append(TableBlock("Accuracy by prefix ratio (95% intervals)", pd.DataFrame(rows)))
-    arows = [{"predictor": plots.PREDICTOR_LABELS.get(n, n), "AUROC [95%]": fmt_ci(v["auroc"], v["ci_low"],
-                                                                                   v["ci_high"], ".3f"),
-              "n": v["n"], "reading": v["orientation"]} for n, v in a.aurocs.items()]
+    arows = [{"predictor": v.get("score") or plots.PREDICTOR_LABELS.get(n, n),
+              "AUROC [95%]": flip_text(v["score"], v["flipped"], v["auroc"], v["ci_low"], v["ci_high"])
+              if "flipped" in v else fmt_ci(v["auroc"], v["ci_low"], v["ci_high"], ".3f"),
+              "n": v["n"], "clusters": v.get("n_clusters", "—"), "reading": v.get("reading", "—"),
+              "orientation": v["orientation"]} for n, v in a.aurocs.items()]
     sec.blocks.append(TableBlock("AUROC of reliability predictors vs teacher continuation success",
                                  pd.DataFrame(arows)))
     d, g = a.direction, a.gap_change
-    sec.findings.append(f"{a.teacher_sentence} (Spearman rho {fmt_ci(d.rho, d.ci_low, d.ci_high, '+.2f')})")
+    why = f"; {d.reason}" if d.reason and d.verdict in ("insufficient", "inconclusive") else ""
+    sec.findings.append(f"{a.teacher_sentence} (Spearman rho {fmt_ci(d.rho, d.ci_low, d.ci_high, '+.2f')}; "
+                        f"{a.n_clusters} {a.cluster} clusters{why})")
     if g.get("estimate") is not None and math.isfinite(g["estimate"]):
         sec.findings.append(f"gap at ratio {g['first_ratio']:g} minus gap at ratio {g['last_ratio']:g}: "
                             f"{fmt_ci(g['estimate'], g['ci_low'], g['ci_high'], '+.3f')}")
@@ -196,11 +213,33 @@ def _learning_curves(ctx: Context, path: Path) -> list[Any]:
 
 
 # ------------------------------------------------------------------------------------------------ schedule
+def _precomputed(ctx: Context) -> tuple[Any, dict[str, Any]]:
+    """What the report already holds for ``recommend`` (:class:`~drift.schedules.recommend.Precomputed`), and the
+    cluster settings it was computed with (the recommendation must use the same)."""
+    from drift.schedules.recommend import Precomputed
+
+    if ctx.analysis is not None:
+        a = ctx.analysis
+        return Precomputed(analysis=a), {"cluster": a.cluster, "min_clusters": a.min_clusters}
+    metric = "oracle_teacher_correct"
+    if metric in ctx.selections and ctx.fit_by.get(metric) == "rel" and ctx.rel_table is not None:
+        d = ctx.directions[metric]
+        pre = Precomputed(bins=ctx.rel_table[ctx.rel_table["metric"] == metric], direction=d,
+                          selection=ctx.selections[metric], n_clusters=ctx.n_clusters.get(metric))
+        return pre, {"cluster": d.cluster, "min_clusters": d.min_clusters}
+    return None, {}
+
+
 def _recommendation(ctx: Context) -> tuple[Any, Any, list[str]]:
-    """(schedule, Recommendation or None, rationale lines): recommended now, or read from --schedule."""
+    """(schedule, Recommendation or None, rationale lines): recommended now, or read from --schedule.
+
+    A schedule recommended here gets the evidence the report already holds (the probe analysis, or the oracle
+    metric's bins, direction test and fits), so ``recommend`` computes none of it again.
+    """
     from drift.schedules import load
 
     if ctx.schedule_path is not None:
+        ctx.note_input("schedule and rationale", "—", "reloaded", str(ctx.schedule_path))
         sched = load(ctx.schedule_path)
         side = ctx.schedule_path.with_name(ctx.schedule_path.stem + ".recommendation.json")
         lines = [f"schedule read from {ctx.schedule_path}."]
@@ -212,9 +251,14 @@ def _recommendation(ctx: Context) -> tuple[Any, Any, list[str]]:
                              "<stem>.recommendation.json)."]
     from drift.schedules.recommend import RecommendConfig, recommend
 
+    pre, same = _precomputed(ctx)
     rcfg = RecommendConfig(dataset=str(ctx.ds.root), probe=str(ctx.probe_dir) if ctx.probe_dir else None,
-                           gamma=ctx.cfg.gamma, bins=ctx.cfg.bins, n_boot=max(ctx.cfg.n_boot, 1), seed=ctx.cfg.seed)
-    rec = recommend(ctx.ds.root, rcfg)
+                           gamma=ctx.cfg.gamma, bins=ctx.cfg.bins, n_boot=max(ctx.cfg.n_boot, 1), seed=ctx.cfg.seed,
+                           **same)
+    rec = recommend(ctx.ds.root, rcfg, precomputed=pre)
+    ctx.note_input("schedule and rationale", "—", "computed", "drift schedule recommend, given the "
+                   + ("probe analysis above" if pre is not None and pre.analysis is not None else
+                      "oracle bins, direction test and fits above" if pre is not None else "dataset"))
     return rec.schedule, rec.to_dict(), list(rec.rationale)
 
 
@@ -240,7 +284,7 @@ def schedule_section(ctx: Context, analysis: Any = None) -> Section:
         t = analysis.accuracy[analysis.accuracy["model"] == "teacher"]
         points = t.rename(columns={"ratio": "x", "accuracy": "mean"})
     elif evidence == "oracle" and ctx.rel_table is not None and "oracle_teacher_correct" in set(ctx.rel_table.metric):
-        points = plots._headline(ctx.rel_table, "oracle_teacher_correct")
+        points = pooled_rows(ctx.rel_table, "oracle_teacher_correct")
     if fit or points is not None:
         plots.plot_fitted_curves(points, {fit["model"]: fit} if fit else {}, ax=ax, x_range=(0.0, 1.0))
         quality = rec.get("quality", {})

@@ -36,6 +36,9 @@ the floor. The one exception: when the direction test says quality *rises* (IW-O
 default is uniform OPD. Non-overlapping marginal AUROC intervals are never used as a test.
 
 Everything the decision used is returned in :class:`Recommendation` and written beside the schedule.
+
+A caller that already holds the evidence (``drift report``: the probe analysis it reloaded, the oracle metric's bins,
+direction test and fits) passes it as :class:`Precomputed`, and nothing of it is computed again.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ from drift.schedules.base import Schedule
 from drift.schedules.kinds import Fitted, Uniform, load
 from drift.schedules.preview import decile_weights
 
-__all__ = ["RecommendConfig", "Recommendation", "recommend", "recommend_from_config"]
+__all__ = ["Precomputed", "RecommendConfig", "Recommendation", "recommend", "recommend_from_config"]
 
 @dataclass(frozen=True)
 class RecommendConfig:
@@ -89,6 +92,32 @@ class RecommendConfig:
         c.positive("max_tokens", self.max_tokens)
         c.choice("signal", self.signal, ("auto", "position", "cumulative"))
         c.raise_if_any()
+
+
+@dataclass(frozen=True)
+class Precomputed:
+    """Evidence a caller already computed, used by :func:`recommend` instead of computing it again.
+
+    Attributes:
+        analysis: the probe's :class:`~drift.probe.analysis.ProbeAnalysis` (e.g. reloaded with
+            :func:`~drift.probe.analysis.load_analysis`); its cluster unit must be the config's. A reloaded one has
+            no per-cut data: its stored AUROCs and paired comparison are used as written, and only a comparison it
+            does not hold (position oriented ``+t/T`` when quality rises) is computed from the continuations.
+        bins: a bins table holding ``oracle_teacher_correct`` by relative position (its pooled cell is the
+            quality curve); with ``direction`` (a :class:`~drift.stats.DirectionResult`) and ``selection`` (a
+            :class:`~drift.stats.ModelSelection`) of that pooled cell, and ``n_clusters`` behind them.
+    """
+
+    analysis: Any = None
+    bins: Any = None
+    direction: Any = None
+    selection: Any = None
+    n_clusters: int | None = None
+
+    @property
+    def oracle(self) -> bool:
+        """Whether the oracle evidence (bins, direction and fits) is complete."""
+        return self.bins is not None and self.direction is not None and self.selection is not None
 
 
 @dataclass(frozen=True)
@@ -223,16 +252,19 @@ def _direction_test(rb: Any, metric: str, cfg: RecommendConfig) -> Any:
     return direction_test(rb, metric, n=cfg.n_boot, seed=cfg.seed, **kw)
 
 
-def _from_oracle(ds: Any, cfg: RecommendConfig) -> dict[str, Any]:
+def _from_oracle(ds: Any, cfg: RecommendConfig, pre: Precomputed | None = None) -> dict[str, Any]:
     from drift.stats import BinSpec, aggregate_bins, fit_bins, half_point
+    from drift.stats.bins import pooled_rows
 
     metric = "oracle_teacher_correct"
-    rb = aggregate_bins(ds.root, [metric], BinSpec(by="rel", bins=cfg.bins, step="pool", cluster=cfg.cluster,
-                                                   min_clusters=cfg.min_clusters))
-    table = rb.table(n_boot=cfg.n_boot, seed=cfg.seed)
-    table = table[(table["metric"] == metric) & (table["stratum"] == "all") & (table["group"] == "all")]
-    direction = _direction_test(rb, metric, cfg)
-    selection = fit_bins(rb, metric, n_boot=cfg.n_boot, seed=cfg.seed)
+    if pre is not None and pre.oracle:
+        table, direction, selection = pooled_rows(pre.bins, metric), pre.direction, pre.selection
+    else:
+        rb = aggregate_bins(ds.root, [metric], BinSpec(by="rel", bins=cfg.bins, step="pool", cluster=cfg.cluster,
+                                                       min_clusters=cfg.min_clusters))
+        table = pooled_rows(rb.table(n_boot=cfg.n_boot, seed=cfg.seed), metric)
+        direction = _direction_test(rb, metric, cfg)
+        selection = fit_bins(rb, metric, n_boot=cfg.n_boot, seed=cfg.seed)
     first, last = table.iloc[0], table.iloc[-1]
     quality = {"metric": metric, "label": "teacher argmax equals the oracle's next token",
                "x": "relative position t/T", "start": {k: float(first[k]) for k in ("mean", "ci_low", "ci_high")},
@@ -247,14 +279,36 @@ def _from_oracle(ds: Any, cfg: RecommendConfig) -> dict[str, Any]:
 
     return {"evidence": "oracle", "quality": quality, "direction": direction, "selection": selection,
             "half_point": half_point(selection.best) if selection.best_name is not None else math.nan,
-            "n_clusters": _n_clusters(ds, cfg.cluster), "signals": signals}
+            "n_clusters": pre.n_clusters if pre is not None and pre.oracle and pre.n_clusters is not None
+            else _n_clusters(ds, cfg.cluster), "signals": signals}
 
 
-def _from_probe(path: Path, ds: Any, cfg: RecommendConfig) -> dict[str, Any]:
+def _stored_signals(analysis: Any) -> dict[str, Any]:
+    """The signals of a reloaded probe analysis, as :func:`_signals` would give them for ``-t/T``: its stored
+    AUROCs and its paired comparison of -C_t/C_T with -t/T (the same comparison, written by ``drift probe``)."""
+    out: dict[str, Any] = {}
+    for name, key in (("position", "neg_rel_position"), ("iw_opd", "neg_cum_abs_gap_frac"),
+                      ("cumulative_raw", "neg_cum_abs_gap")):
+        a = analysis.aurocs.get(key)
+        if a is not None:
+            out[name] = {"auroc": a["auroc"], "ci_low": a["ci_low"], "ci_high": a["ci_high"], "n": a["n"],
+                         "n_clusters": a["n_clusters"], "cluster": analysis.cluster, "score": a["score"],
+                         "orientation": a["orientation"], "normalizer": analysis.normalizer,
+                         "source": "probe analysis (reloaded)"}
+    out["comparison"] = dict(analysis.comparisons["iw_opd_vs_position"])
+    return out
+
+
+def _from_probe(path: Path, ds: Any, cfg: RecommendConfig, analysis: Any = None) -> dict[str, Any]:
     from drift.probe.analysis import analyze
     from drift.stats import fit_all, half_point
 
-    analysis = analyze(path, n_boot=cfg.n_boot, seed=cfg.seed, cluster=cfg.cluster, min_clusters=cfg.min_clusters)
+    if analysis is None:
+        analysis = analyze(path, n_boot=cfg.n_boot, seed=cfg.seed, cluster=cfg.cluster,
+                           min_clusters=cfg.min_clusters)
+    elif analysis.cluster != cfg.cluster:
+        raise ValueError(f"the precomputed probe analysis resamples {analysis.cluster!r} clusters but the config "
+                         f"says cluster={cfg.cluster!r}; pass a RecommendConfig with cluster={analysis.cluster!r}")
     acc = analysis.accuracy[analysis.accuracy["model"] == "teacher"].sort_values("ratio")
     x, y = acc["ratio"].to_numpy(float), acc["accuracy"].to_numpy(float)
     sigma = np.maximum((acc["ci_high"] - acc["ci_low"]).to_numpy(float) / 3.92, 1e-3)
@@ -268,7 +322,14 @@ def _from_probe(path: Path, ds: Any, cfg: RecommendConfig) -> dict[str, Any]:
 
     def signals(rises: bool) -> dict[str, Any]:
         d = analysis.data
-        assert d is not None
+        if d is None and not rises and "iw_opd_vs_position" in analysis.comparisons and \
+                {"neg_rel_position", "neg_cum_abs_gap_frac"} <= set(analysis.aurocs):
+            return _stored_signals(analysis)
+        if d is None:  # reloaded, and the comparison it holds is not the one needed: the per-cut scores, once
+            if not (path / "continuations").is_dir():
+                raise DatasetError(f"{path} holds no continuations/ folder to compare +t/T with -C_t/C_T on")
+            d = analyze(path, n_boot=0, cluster=analysis.cluster, min_clusters=analysis.min_clusters).data
+            assert d is not None
         d = d[np.isfinite(d["neg_rel_position"]) & np.isfinite(d["neg_cum_abs_gap_frac"])]
         raw = -d["neg_cum_abs_gap"].to_numpy(float)
         return _signals(-d["neg_rel_position"].to_numpy(float), -d["neg_cum_abs_gap_frac"].to_numpy(float),
@@ -305,20 +366,28 @@ def _default(cfg: RecommendConfig, why: str, rises: bool = False) -> tuple[Sched
                                                         "needs no fitted parameters and keeps OPD as the floor.")
 
 
-def recommend(dataset: str | os.PathLike[str], config: RecommendConfig | None = None) -> Recommendation:
-    """Recommend a schedule for ``dataset`` (see the module docstring for the decision rule)."""
+def recommend(dataset: str | os.PathLike[str], config: RecommendConfig | None = None, *,
+              precomputed: Precomputed | None = None) -> Recommendation:
+    """Recommend a schedule for ``dataset`` (see the module docstring for the decision rule).
+
+    Args:
+        dataset: the drift dataset folder.
+        config: the :class:`RecommendConfig` (default: all defaults for ``dataset``).
+        precomputed: evidence the caller already holds (:class:`Precomputed`), used instead of computing it.
+    """
     from drift.store import open_dataset
 
     cfg = config or RecommendConfig(dataset=str(dataset))
     ds = open_dataset(dataset)
     probe_dir = Path(cfg.probe) if cfg.probe else Path(dataset) / "probe"
     names = {f.name for f in ds.dataset("tokens").schema}
-    if (probe_dir / "continuations").is_dir():
-        found = _from_probe(probe_dir, ds, cfg)
+    given = precomputed.analysis if precomputed is not None else None
+    if given is not None or (probe_dir / "continuations").is_dir():
+        found = _from_probe(probe_dir, ds, cfg, given)
     elif cfg.probe:
         raise DatasetError(f"--probe {cfg.probe} holds no continuations/ folder; run `drift probe` first.")
     elif "oracle_teacher_correct" in names:
-        found = _from_oracle(ds, cfg)
+        found = _from_oracle(ds, cfg, precomputed)
     else:
         sched = _iw(cfg.gamma)
         return Recommendation(

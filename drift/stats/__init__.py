@@ -18,7 +18,16 @@ curve families), :mod:`~drift.stats.fit` (the one fitting routine and its frozen
 :mod:`~drift.stats.direction`, :mod:`~drift.stats.pipeline` (the ``drift fit`` stage), :mod:`~drift.stats.plots`.
 """
 
-from drift.stats.bins import BIN_COLUMNS, BinSpec, Cell, RolloutBins, aggregate_bins, bin_metric
+from drift.stats.bins import (
+    BIN_COLUMNS,
+    BinSpec,
+    Cell,
+    RolloutBins,
+    aggregate_bins,
+    bin_metric,
+    pooled_cell,
+    pooled_rows,
+)
 from drift.stats.bootstrap import (
     BootstrapResult,
     cluster_bootstrap_ratio,
@@ -83,6 +92,8 @@ __all__ = [
     "half_point",
     "open_tokens",
     "plot_bins",
+    "pooled_cell",
+    "pooled_rows",
     "ratio_replicates",
     "resample_counts",
     "run_fit",

@@ -60,6 +60,10 @@ __all__ = [
     "RolloutBins",
     "aggregate_bins",
     "bin_metric",
+    "cell_rows",
+    "pooled_cell",
+    "pooled_rows",
+    "pooled_step",
 ]
 
 log = logging.getLogger(__name__)
@@ -194,6 +198,82 @@ class Cell:
         return f"step={step} stratum={self.stratum} group={self.group}"
 
 
+def pooled_step(steps: Iterable[Any]) -> int | None:
+    """The pooled step among ``steps``: the step-pooled one (None or a missing value) when present, else the
+    earliest (a dataset of one step has only that step). Raises ValueError for no steps."""
+    values = [None if v is None or pd.isna(v) else int(v) for v in steps]
+    if not values:
+        raise ValueError("no steps to choose the pooled one from")
+    return None if None in values else min(values)  # type: ignore[type-var]
+
+
+def _table_cells(table: pd.DataFrame) -> list[Cell]:
+    """The distinct cells of a bins table (missing ``step``/``stratum``/``group`` columns read as pooled)."""
+    n = len(table)
+    step = table["step"] if "step" in table else pd.Series([None] * n, index=table.index, dtype=object)
+    stratum = table["stratum"] if "stratum" in table else pd.Series(["all"] * n, index=table.index)
+    group = table["group"] if "group" in table else pd.Series(["all"] * n, index=table.index)
+    keys = dict.fromkeys(zip(step.tolist(), stratum.astype(str).tolist(), group.astype(str).tolist(), strict=True))
+    return [Cell(None if v is None or pd.isna(v) else int(v), st, g) for v, st, g in keys]
+
+
+def pooled_cell(data: RolloutBins | pd.DataFrame | Iterable[Cell], *, stratum: str = "all",
+                group: str = "all") -> Cell:
+    """The pooled ("headline") cell: the one summary every report, fit and recommendation shows.
+
+    Among the cells with this ``stratum`` and ``group`` (default ``"all"``: every length and every group pooled), the
+    step-pooled one (step None) when it exists, else the earliest step (a dataset of one step, or a table binned
+    per step). This is the only place that choice is made: :attr:`RolloutBins.headline`, ``RolloutBins.cell(step=
+    "auto")``, :func:`drift.stats.fit_bins` on a table, :func:`drift.stats.plot_bins`, ``drift report`` and
+    ``drift schedule recommend`` all call it.
+
+    Args:
+        data: a :class:`RolloutBins`, a bins table (:meth:`RolloutBins.table`, ``bins.parquet``; restrict it to one
+            metric first when metrics may cover different cells) or the cells themselves.
+        stratum, group: the cell's length stratum and group.
+
+    Raises:
+        KeyError: no cell has this stratum and group (the message lists the cells).
+    """
+    if isinstance(data, RolloutBins):
+        cells = list(data.cells)
+    elif isinstance(data, pd.DataFrame):
+        cells = _table_cells(data)
+    else:
+        cells = list(data)
+    matches = [c for c in cells if c.stratum == stratum and c.group == group]
+    if not matches:
+        listing = "\n  ".join(c.label for c in cells) or "(none)"
+        raise KeyError(f"no cell with stratum={stratum!r} group={group!r}; cells are:\n  {listing}")
+    step = pooled_step(c.step for c in matches)
+    return next(c for c in matches if c.step == step)
+
+
+def cell_rows(table: pd.DataFrame, cell: Cell, metric: str | None = None) -> pd.DataFrame:
+    """The rows of ``cell`` (of ``metric``, when given) in a bins table, sorted by bin."""
+    d = table if metric is None else table[table["metric"] == metric]
+    keep = np.ones(len(d), dtype=bool)
+    if "step" in d:
+        keep &= d["step"].isna().to_numpy() if cell.step is None else (d["step"] == cell.step).fillna(False).to_numpy()
+    for column, value in (("stratum", cell.stratum), ("group", cell.group)):
+        if column in d:
+            keep &= (d[column].astype(str) == value).to_numpy()
+    d = d[keep]
+    return d.sort_values("bin") if "bin" in d else d
+
+
+def pooled_rows(table: pd.DataFrame, metric: str, *, stratum: str = "all", group: str = "all") -> pd.DataFrame:
+    """The rows of ``metric``'s :func:`pooled_cell` in a bins table, sorted by bin.
+
+    Raises:
+        ValueError: ``metric`` is not in the table (the message lists the metrics it has).
+    """
+    d = table[table["metric"] == metric]
+    if d.empty:
+        raise ValueError(f"metric {metric!r} is not in the table; it has {sorted(table['metric'].unique())}")
+    return cell_rows(d, pooled_cell(d, stratum=stratum, group=group))
+
+
 @dataclass(frozen=True)
 class _CellStats:
     """Sufficient statistics of one cell; M metrics, K clusters of the cell (the R axis of the arrays), B bins."""
@@ -255,17 +335,19 @@ class RolloutBins:
 
     @property
     def headline(self) -> Cell:
-        """The most pooled cell (all strata, all groups; all steps unless split per step): the one summary fit."""
-        pooled = sorted((c for c in self.cells if c.stratum == "all" and c.group == "all"),
-                        key=lambda c: (c.step is not None, c.step or 0))
-        return pooled[0] if pooled else self.cells[0]
+        """The most pooled cell (:func:`pooled_cell`: all strata, all groups, the pooled or earliest step): the one
+        summary fit; without pooled margins (``margins=False`` with strata or groups), the first cell."""
+        try:
+            return pooled_cell(self.cells)
+        except KeyError:
+            return self.cells[0]
 
     def cell(self, step: int | Literal["auto"] | None = "auto", stratum: str = "all", group: str = "all") -> Cell:
-        """Look a cell up; ``step="auto"`` takes the only (or pooled) step. Raises KeyError listing the cells."""
-        matches = [c for c in self.cells if c.stratum == stratum and c.group == group
-                   and (step == "auto" or c.step == step)]
-        if step == "auto" and len(matches) > 1:
-            matches = [c for c in matches if c.step is None] or matches[:1]
+        """Look a cell up; ``step="auto"`` takes the pooled step (:func:`pooled_cell`). Raises KeyError listing the
+        cells."""
+        if step == "auto":
+            return pooled_cell(self.cells, stratum=stratum, group=group)
+        matches = [c for c in self.cells if c.stratum == stratum and c.group == group and c.step == step]
         if not matches:
             listing = "\n  ".join(c.label for c in self.cells)
             raise KeyError(f"no cell step={step} stratum={stratum!r} group={group!r}; cells are:\n  {listing}")

@@ -151,6 +151,15 @@ class DirectionResult:
         """The p-value as printed: ``p=0.03`` or ``p < 0.001``."""
         return format_p(self.p_value, self.n_resamples, self.p_floor)
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DirectionResult:
+        """The result back from :meth:`to_dict` (None floats become NaN; derived keys such as ``p_text`` dropped)."""
+        import dataclasses
+
+        kinds = {f.name: f.type for f in dataclasses.fields(cls)}
+        return cls(**{k: (math.nan if v is None and kinds[k] in ("float", float) else v)
+                      for k, v in d.items() if k in kinds})
+
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON dict (non-finite numbers become None); ``p_text`` is the printable p-value."""
         out: dict[str, Any] = {}

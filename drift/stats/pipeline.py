@@ -34,7 +34,16 @@ import pandas as pd
 from drift.config import Checks, opt, save_config
 from drift.errors import ConfigError, DatasetExistsError
 from drift.schema import CLUSTER_UNITS
-from drift.stats.bins import DEFAULT_MIN_CLUSTERS, MAX_BINS, BinSpec, Cell, RolloutBins, aggregate_bins
+from drift.stats.bins import (
+    DEFAULT_MIN_CLUSTERS,
+    MAX_BINS,
+    BinSpec,
+    Cell,
+    RolloutBins,
+    aggregate_bins,
+    cell_rows,
+    pooled_cell,
+)
 from drift.stats.direction import (
     DEFAULT_FLAT_MARGIN,
     RHO_INTERVAL,
@@ -101,14 +110,14 @@ def fit_bins(data: RolloutBins | pd.DataFrame, metric: str, *, models: Sequence[
         if errors == "cov":
             raise ValueError("a bins table holds no bootstrap replicates; use errors='se' (its se column), "
                              "'n_rollouts' or 'n_tokens', or pass the RolloutBins from aggregate_bins")
-        df = data[(data["metric"] == metric) & (data["stratum"] == stratum) & (data["group"] == group)]
-        if step != "auto":
-            df = df[df["step"].isna()] if step is None else df[df["step"] == step]
-        if df[["step"]].drop_duplicates().shape[0] > 1:
-            df = df[df["step"].isna()]
+        d = data[data["metric"] == metric]
+        try:
+            cell = pooled_cell(d, stratum=stratum, group=group) if step == "auto" else Cell(step, stratum, group)
+        except KeyError:
+            cell = Cell(None, stratum, group)  # no such cell: the empty selection below says so
+        df = cell_rows(d, cell)
         if df.empty:
             raise ValueError(f"no rows for metric={metric!r} step={step} stratum={stratum!r} group={group!r}")
-        df = df.sort_values("bin")
         arr = {"x": df["x"].to_numpy(float) if x == "mean" else ((df["bin_left"] + df["bin_right"]) / 2).to_numpy(),
                "y": df["mean"].to_numpy(float), "n_tokens": df["n_tokens"].to_numpy(float),
                "n_rollouts": df["n_rollouts"].to_numpy(float), "se": df["se"].to_numpy(float)}

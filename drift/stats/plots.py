@@ -7,6 +7,8 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from drift.stats.bins import pooled_step
+
 __all__ = ["plot_bins"]
 
 _XLABEL = {"rel": "relative position t/T", "abs": "position t (tokens)", "abs_log": "position t (tokens)"}
@@ -14,8 +16,8 @@ _XLABEL = {"rel": "relative position t/T", "abs": "position t (tokens)", "abs_lo
 
 def _pick(df: pd.DataFrame, column: str, value: Any) -> pd.DataFrame:
     if column == "step":
-        if value == "auto":
-            return df[df["step"].isna()] if df["step"].nunique(dropna=False) > 1 and df["step"].isna().any() else df
+        if value == "auto":  # the pooled step (drift.stats.bins.pooled_step), whatever the other columns hold
+            value = pooled_step(df["step"]) if len(df) else None
         return df[df["step"].isna()] if value is None else df[df["step"] == value]
     return df[df[column] == value]
 

@@ -169,3 +169,106 @@ def test_config_checks():
     text = str(exc.value)
     assert "dataset is required" in text and "bins" in text and "sample_rollouts" in text and "--probe" in text
     assert ReportConfig(dataset="x", metrics="a, b").metrics == ("a", "b")
+
+
+# ------------------------------------------------------------------------------------- reloaded, not recomputed
+def _spy(monkeypatch):
+    """Record every call of the functions that compute bins, fits, direction tests and probe analyses."""
+    import drift.probe.analysis
+    import drift.stats
+    import drift.stats.bins
+
+    calls: dict[str, list] = {"aggregate_bins": [], "bin_metric": [], "fit_bins": [], "direction_test": [],
+                              "analyze": []}
+    for module, name in ((drift.stats, "aggregate_bins"), (drift.stats.bins, "aggregate_bins"),
+                         (drift.stats, "bin_metric"), (drift.stats, "fit_bins"), (drift.stats, "direction_test"),
+                         (drift.probe.analysis, "analyze")):
+        real = getattr(module, name)
+
+        def wrapped(*a, _real=real, _name=name, **k):
+            calls[_name].append((a, k))
+            return _real(*a, **k)
+
+        monkeypatch.setattr(module, name, wrapped)
+    return calls
+
+
+def _fresh(toy_probe, tmp_path):
+    """A copy of the probed toy dataset without the schedule.json an earlier test wrote (so one is recommended)."""
+    out = tmp_path / "toy"
+    shutil.copytree(toy_probe, out, ignore=shutil.ignore_patterns("fit", "schedule*.json", "report*"))
+    return out
+
+
+def test_fit_and_probe_outputs_are_reloaded_not_recomputed(toy_probe, tmp_path, monkeypatch):
+    import math
+
+    import pandas as pd
+
+    data = _fresh(toy_probe, tmp_path)
+    metrics = ("kl_reverse", "k3")
+    assert main(["fit", str(data), "--metric", ",".join(metrics), "--out", str(data / "fit"), "--n-boot", "60",
+                 "--strata", "quantiles:3"]) == 0
+    calls = _spy(monkeypatch)
+    res = build_report(data, ReportConfig(dataset=str(data), metrics=metrics, strict=True, **FAST))
+    # nothing fit/ or probe/ holds is computed again: the only binning is the absolute axis fit/ lacks
+    assert [k["spec"].by if "spec" in k else a[2].by for a, k in calls["aggregate_bins"]] == ["abs"]
+    assert not calls["bin_metric"] and not calls["fit_bins"] and not calls["direction_test"]
+    assert not calls["analyze"]
+    status = {(i["input"], i["status"]) for i in res.inputs}
+    assert {("relative-position bins", "reloaded"), ("curve fits and direction tests", "reloaded"),
+            ("probe analysis", "reloaded"), ("absolute-position bins", "computed"),
+            ("schedule and rationale", "computed")} <= status
+    meta = next(s for s in res.sections if s.id == "metadata")
+    assert any(b.title == "Inputs: reloaded or computed" for b in meta.blocks)
+    # what is shown is what the files say
+    fits = json.loads((data / "fit" / "fits.json").read_text())
+    table = next(b for s in res.sections if s.id == "directions" for b in s.blocks if b.kind == "table").frame
+    for metric in metrics:
+        row = table[table["metric"] == metric].iloc[0]
+        d = fits[metric]["direction"]
+        assert row["verdict"] == d["verdict"] and row["clusters"] == d["n_clusters"] == fits[metric]["n_clusters"]
+        assert row["Spearman rho [95%]"].startswith(f"{d['rho']:+.3f}") and row["source"] == "fit/fits.json"
+        sel = next(b for s in res.sections if s.id == "fits" for b in s.blocks
+                   if b.kind == "table" and b.title == f"{metric}: model selection").frame
+        for name, m in fits[metric]["models"].items():
+            if m["converged"] and m["aic"] is not None:
+                shown = sel[sel["model"].str.split(" ").str[0] == name].iloc[0]
+                assert shown["AIC"] == f"{m['aic']:.1f}"
+    auroc = json.loads((data / "probe" / "auroc.json").read_text())
+    acc = pd.read_parquet(data / "probe" / "accuracy.parquet")
+    probe = next(s for s in res.sections if s.id == "probe")
+    shown = next(b for b in probe.blocks if b.kind == "table" and b.title.startswith("Accuracy")).frame
+    teacher = acc[acc["model"] == "teacher"].sort_values("ratio")
+    assert [c.split(" ")[0] for c in shown["teacher"]] == [f"{v:.3f}" for v in teacher["accuracy"]]
+    aurocs = next(b for b in probe.blocks if b.kind == "table" and b.title.startswith("AUROC")).frame
+    want = [v["score"] for v in auroc["predictors"].values()]
+    assert list(aurocs["predictor"]) == want
+    for (_, row), v in zip(aurocs.iterrows(), auroc["predictors"].values(), strict=True):
+        a = v["auroc"]
+        if a is not None and math.isfinite(a):
+            assert f"{a:.3f}" in row["AUROC [95%]"] or f"{1 - a:.3f}" in row["AUROC [95%]"]
+    assert any(f"{auroc['n_clusters']} prompt clusters" in f for f in probe.findings)
+    # recommend got the report's probe analysis: 8 prompts < 10 clusters, so the evidence is insufficient
+    sched = next(s for s in res.sections if s.id == "schedule")
+    rationale = next(b for b in sched.blocks if b.title == "Rationale").text
+    assert "evidence: probe" in rationale and "insufficient evidence" in rationale
+
+
+def test_a_fit_without_strata_gets_only_its_strata_computed(toy_probe, tmp_path, monkeypatch):
+    data = _fresh(toy_probe, tmp_path)
+    assert main(["fit", str(data), "--metric", "kl_reverse", "--out", str(data / "fit"), "--n-boot", "60"]) == 0
+    calls = _spy(monkeypatch)
+    res = build_report(data, ReportConfig(dataset=str(data), metrics=("kl_reverse", "k3"), strict=True, **FAST))
+    specs = [(k.get("spec") or a[2], list(a[1])) for a, k in calls["aggregate_bins"]]
+    # k3 (not in fit/): relative bins with their margins; kl_reverse: its length strata only; both: absolute
+    assert [(s.by, s.margins, m) for s, m in specs] == [("rel", True, ["k3"]), ("rel", False, ["kl_reverse"]),
+                                                        ("abs", True, ["kl_reverse", "k3"])]
+    assert [a[1] for a, _ in calls["fit_bins"]] == ["k3"]
+    pooled = [k.get("stratum", "all") for _, k in calls["direction_test"]]
+    assert pooled.count("all") == 1  # k3's pooled test; kl_reverse's comes from fits.json
+    directions = next(s for s in res.sections if s.id == "directions")
+    table = next(b for b in directions.blocks if b.kind == "table").frame
+    assert table.set_index("metric")["source"].to_dict() == {"kl_reverse": "fit/fits.json", "k3": "computed"}
+    assert all(r != "—" for r in table["by length stratum"])
+    assert ("length-stratum bins and directions", "computed") in {(i["input"], i["status"]) for i in res.inputs}

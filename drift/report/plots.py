@@ -1,8 +1,10 @@
-"""Dataset-level plots: what a drift dataset, its fits, its probe and its schedule look like.
+"""The report's figures: what a drift dataset, its fits, its probe and its schedule look like.
 
 Every function here takes ``ax=None`` (default: the current axes), draws one picture on it and returns the axes. None
 creates a figure, shows or saves anything, so the same functions fill a notebook cell, a grid of subplots or the
-HTML report of ``drift report``. Computation lives elsewhere: these functions receive finished tables.
+HTML report of ``drift report`` (whose :class:`~drift.report.render.FigureStore` is the one place figures are
+saved). Computation lives elsewhere: these functions receive finished tables, and the pooled cell they draw is
+:func:`drift.stats.bins.pooled_rows`'s.
 
 =================================  ===============================================================================
 function                           draws                                                   from
@@ -31,12 +33,12 @@ Example::
 
     import matplotlib.pyplot as plt
     from drift.stats import BinSpec, aggregate_bins
-    from drift.plots import plot_metric_by_position
+    from drift.report.plots import plot_metric_by_position
 
     table = aggregate_bins("runs/x", ["kl_reverse"], BinSpec(by="rel", strata="quantiles:3")).table(n_boot=200)
     fig, ax = plt.subplots()
     plot_metric_by_position(table, "kl_reverse", ax=ax)
-    fig.savefig("kl.png")          # only scripts and report writers save
+    fig.savefig("kl.png")          # only scripts and the report's FigureStore save
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ import numpy as np
 import pandas as pd
 
 from drift.schema import ROLLOUT_KEY
+from drift.stats.bins import cell_rows, pooled_cell, pooled_rows
 
 __all__ = [
     "PREDICTOR_LABELS",
@@ -65,7 +68,7 @@ __all__ = [
 
 PREDICTOR_LABELS = {"rel_position": "t/T", "neg_cum_abs_gap": "−C_t", "neg_prefix_logratio": "−S_t",
                     "teacher_entropy": "teacher entropy", "topk_overlap": "top-k overlap", "kl_reverse": "KL(S‖T)"}
-"""Short axis labels of the probe's reliability predictors (keys of :data:`drift.probe.PREDICTORS`)."""
+"""Short axis labels of predictors given without their ``score`` (the probe's AUROCs carry it, e.g. ``-t/T``)."""
 _VERDICT_COLOR = {"rises": "tab:red", "falls": "tab:blue", "flat": "0.55", "inconclusive": "tab:orange",
                   "insufficient": "0.8"}
 _XLABEL = {"rel": "relative position t/T", "abs": "position t (tokens)", "abs_log": "position t (tokens)"}
@@ -77,19 +80,6 @@ def _ax(ax: Any) -> Any:
 
         ax = plt.gca()
     return ax
-
-
-def _headline(table: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """The pooled cell of ``metric`` in a bins table: stratum and group ``all``, the pooled step when several."""
-    d = table[table["metric"] == metric]
-    if d.empty:
-        raise ValueError(f"metric {metric!r} is not in the table; it has {sorted(table['metric'].unique())}")
-    for column in ("stratum", "group"):
-        if column in d:
-            d = d[d[column] == "all"]
-    if "step" in d and d["step"].nunique(dropna=False) > 1:
-        d = d[d["step"].isna()] if d["step"].isna().any() else d[d["step"] == d["step"].min()]
-    return d.sort_values("bin")
 
 
 def _centres(d: pd.DataFrame) -> np.ndarray:
@@ -129,15 +119,10 @@ def plot_metric_by_position(table: pd.DataFrame, metric: str, *, ax: Any = None,
         raise ValueError(f"metric {metric!r} is not in the table; it has {sorted(table['metric'].unique())}")
     labels = [s for s in dict.fromkeys(d["stratum"]) if s != "all"] if "stratum" in d else []
     if strata and labels:
-        pooled = _headline(table, metric)
-        d = d[d["group"] == "all"] if "group" in d else d
-        if "step" in d and pooled["step"].notna().all():
-            d = d[d["step"] == pooled["step"].iloc[0]]
-        elif "step" in d:
-            d = d[d["step"].isna()]
+        pooled = pooled_rows(table, metric)
         colors = _cmap_colors("viridis", len(labels))
         for label, color in zip(labels, colors, strict=True):
-            part = d[d["stratum"] == label].sort_values("bin")
+            part = cell_rows(d, pooled_cell(d, stratum=label))  # each stratum's own pooled step
             x = _centres(part)
             ax.plot(x, part["mean"].to_numpy(float), marker="o", ms=2.5, color=color, label=str(label))
             if band:
@@ -316,10 +301,12 @@ def plot_aurocs(aurocs: Mapping[str, Mapping[str, Any]] | pd.DataFrame, *, ax: A
 
     Args:
         aurocs: ``{name: {"auroc", "ci_low", "ci_high"}}`` (``ProbeAnalysis.aurocs``) or a frame with those
-            columns indexed by name.
+            columns indexed by name; an optional ``score`` (e.g. ``-t/T``) labels the row.
     """
     ax = _ax(ax)
     d = pd.DataFrame(aurocs).T if isinstance(aurocs, Mapping) else aurocs
+    labels = [str(v) if isinstance(v, str) and v else PREDICTOR_LABELS.get(str(n), str(n))
+              for n, v in zip(d.index, d["score"] if "score" in d else [None] * len(d), strict=True)]
     d = d.astype({c: float for c in ("auroc", "ci_low", "ci_high")})
     y = np.arange(len(d))[::-1]
     est = d["auroc"].to_numpy(float)
@@ -329,7 +316,7 @@ def plot_aurocs(aurocs: Mapping[str, Mapping[str, Any]] | pd.DataFrame, *, ax: A
     ax.errorbar(est, y, xerr=np.where(np.isfinite(err), np.maximum(err, 0), 0), fmt="none", ecolor="k", lw=1,
                 capsize=3)
     ax.axvline(0.5, color="0.3", lw=0.8)
-    ax.set_yticks(y, [PREDICTOR_LABELS.get(str(n), str(n)) for n in d.index], fontsize="small")
+    ax.set_yticks(y, labels, fontsize="small")
     ax.set(xlim=(0.0, 1.0), xlabel="AUROC vs teacher continuation success (0.5 = chance)")
     return ax
 

@@ -27,14 +27,14 @@ import pyarrow as pa
 from drift.errors import SchemaError
 
 __all__ = [
+    "CLUSTER_UNITS",
     "DRIFT_METADATA_KEY",
     "ORACLE_TOKEN_COLUMNS",
     "ROLLOUT_COLUMNS",
+    "ROLLOUT_KEY",
     "ROLLOUT_SCHEMA",
     "TOKEN_COLUMNS",
     "TOKEN_SCHEMA",
-    "CLUSTER_UNITS",
-    "ROLLOUT_KEY",
     "Column",
     "cluster_key_columns",
     "cluster_key_sql",

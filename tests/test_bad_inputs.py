@@ -254,25 +254,26 @@ def test_probe_with_a_foreign_tokenizer(ws, capsys):
 
 # -------------------------------------------------------------------------------------------------------- fit
 
+def _fit(ws: Path, dataset: str, metric: str = "kl_reverse") -> list[str]:
+    return ["fit", str(ws / dataset), "--metric", metric, "--out", str(ws / "new_out")]
+
+
 def test_fit_not_a_dataset(ws, capsys):
-    _fail(ws, capsys, ["fit", str(ws / "prompt_dir"), "--metric", "kl_reverse", "--out", str(ws / "new_out")], "DatasetError",
-          "not a drift dataset", out=ws / "new_out")
+    _fail(ws, capsys, _fit(ws, "prompt_dir"), "DatasetError", "not a drift dataset", out=ws / "new_out")
 
 
 def test_fit_string_metric(ws, capsys):
-    _fail(ws, capsys, ["fit", str(ws / "toy"), "--metric", "run_id", "--out", str(ws / "new_out")], "SchemaError",
-          "run_id", out=ws / "new_out")
+    _fail(ws, capsys, _fit(ws, "toy", "run_id"), "SchemaError", "run_id", out=ws / "new_out")
 
 
 def test_fit_truncated_part(ws, capsys):
-    err = _fail(ws, capsys, ["fit", str(ws / "toy_truncated"), "--metric", "kl_reverse", "--out", str(ws / "new_out")], "DamagedPartError",
-                "part-00000.parquet", out=ws / "new_out")
+    err = _fail(ws, capsys, _fit(ws, "toy_truncated"), "DamagedPartError", "part-00000.parquet",
+                out=ws / "new_out")
     assert "--if-exists resume" in err
 
 
 def test_fit_part_missing_a_column(ws, capsys):
-    err = _fail(ws, capsys, ["fit", str(ws / "toy_dropped"), "--metric", "kl_reverse", "--out", str(ws / "new_out")], "DamagedPartError",
-                "kl_reverse", out=ws / "new_out")
+    err = _fail(ws, capsys, _fit(ws, "toy_dropped"), "DamagedPartError", "kl_reverse", out=ws / "new_out")
     assert "--if-exists resume" in err
 
 

@@ -15,6 +15,8 @@ the token-mean ``-sum w·A·log pi_S(y_t)`` (or the full-vocabulary reverse KL).
 - :mod:`drift.train.loop`: :func:`train`, :func:`train_from_config`, :func:`run_training` (ablation grids);
 - :mod:`drift.train.evaluate`: held-out evaluation (accuracy, full-vocab KL) and prompt plumbing;
 - :mod:`drift.train.outputs`: the run folder, metrics log, checkpoints and drift datasets at chosen steps.
+- :mod:`drift.train.ablation`: the paper's schedule ablation (grid, statistics, claims); its report is
+  :mod:`drift.report.ablation` and ``scripts/reproduce_ablation.py`` runs both.
 """
 
 from drift.train.config import TrainConfig, resolve_preset, train_preset_values

@@ -1,8 +1,8 @@
-"""Plots of training runs and drift over training. Each takes ``ax=None``, draws, and returns the axes; none saves.
+"""Plots of training runs. Each takes ``ax=None``, draws, and returns the axes; none saves.
 
-Inputs are tidy DataFrames: a metrics table with columns ``schedule``, ``seed``, ``step`` and the trainer's
-namespaced metric keys (``eval/accuracy``, ``kl/k3_mean``, ``kl/k3_q25``, ...), or position profiles computed by
-:mod:`drift.train.ablation`.
+Inputs are tidy metrics tables with columns ``schedule``, ``seed``, ``step`` and the trainer's namespaced metric keys
+(``eval/accuracy``, ``kl/k3_mean``, ``kl/k3_q25``, ...). Drift-by-position profiles of the ablation are drawn by
+:func:`drift.report.ablation.plot_position_profiles`.
 """
 
 from __future__ import annotations
@@ -10,10 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-__all__ = ["plot_kl_band", "plot_learning_curves", "plot_position_profiles"]
+__all__ = ["plot_kl_band", "plot_learning_curves"]
 
 
 def _ax(ax: Any) -> Any:
@@ -54,23 +53,5 @@ def plot_kl_band(metrics: pd.DataFrame, *, schedules: Sequence[str] = ("uniform"
             ax.fill_between(m.index, g[low].mean().to_numpy(), g[high].mean().to_numpy(), color=line.get_color(),
                             alpha=0.2, lw=0, label=f"{name}: token IQR")
     ax.set(xlabel="training step", ylabel="k3 on the training batch", ylim=(0, None))
-    ax.legend(fontsize="small")
-    return ax
-
-
-def plot_position_profiles(profiles: pd.DataFrame, value: str = "mean", *, ax: Any = None, by: str = "step",
-                           reference: Any = None, reference_label: str | None = None, ylabel: str | None = None) -> Any:
-    """One line per ``by`` value of ``value`` against ``x`` (bin centres), with ``ci_low``/``ci_high`` bands
-    when present; ``reference`` is an optional callable x -> y drawn dashed (e.g. 1 + gamma (1 - t/T))."""
-    ax = _ax(ax)
-    for key, g in profiles.groupby(by, sort=True):
-        g = g.sort_values("x")
-        (line,) = ax.plot(g["x"], g[value], marker=".", label=f"{by} {key}")
-        if {"ci_low", "ci_high"} <= set(g.columns) and g["ci_low"].notna().any():
-            ax.fill_between(g["x"], g["ci_low"], g["ci_high"], color=line.get_color(), alpha=0.15, lw=0)
-    if reference is not None:
-        xs = np.linspace(0, 1, 101)
-        ax.plot(xs, reference(xs), "k--", lw=1, label=reference_label)
-    ax.set(xlabel="relative position t/T", ylabel=ylabel or value)
     ax.legend(fontsize="small")
     return ax

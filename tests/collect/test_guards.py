@@ -150,9 +150,10 @@ def test_stored_ids_are_checked_against_the_scoring_vocabulary(tiny_tokenizer):
     # no recorded vocabulary hash: the stored ids must decode to the stored text
     with pytest.warns(TokenizerWarning, match="no vocabulary hash"):
         check_stored_tokenizer({}, tiny_tokenizer, rows, where="ds")
-    from tests.helpers import TINY_CHAT_TEMPLATE
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
+
+    from tests.helpers import TINY_CHAT_TEMPLATE
 
     shuffled = {t: (i * 7) % len(tiny_tokenizer) for t, i in tiny_tokenizer.get_vocab().items()}
     raw = Tokenizer(models.WordLevel(vocab=shuffled, unk_token="<unk>"))

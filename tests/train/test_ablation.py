@@ -1,14 +1,32 @@
-"""The ablation's analysis against hand computations, and the 2-step smoke run of the script."""
+"""The ablation's analysis against hand computations, its verdict rules on synthetic metrics, and the smoke run."""
 
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats as sstats
 
-from drift.train.ablation import AblationConfig, claims, per_run, summarize
+from drift.train.ablation import (
+    BASE_SCHEDULES,
+    NO_VERDICT,
+    AblationConfig,
+    budget_plan,
+    claims,
+    dedupe_specs,
+    mde,
+    mean_ci,
+    per_run,
+    summarize,
+    verdict_above,
+    verdict_below,
+    verdict_within,
+)
 
 
 def _metrics(acc_by_schedule: dict[str, list[list[float]]], steps: int = 4) -> pd.DataFrame:
@@ -25,19 +43,79 @@ def _metrics(acc_by_schedule: dict[str, list[list[float]]], steps: int = 4) -> p
     return pd.DataFrame(rows)
 
 
+def _curves(name: str, seeds: int, acc: Callable[[int, int], float], k3: Callable[[int, int], float],
+            steps: int = 100, eval_every: int = 10, loss: str = "sampled") -> pd.DataFrame:
+    """A fake log of ``seeds`` runs: accuracy acc(step, seed) every ``eval_every`` steps, k3(step, seed) at 1..steps."""
+    rows = [{"loss": loss, "schedule": name, "seed": seed, "step": step,
+             "eval/accuracy": acc(step, seed) if step % eval_every == 0 else math.nan,
+             "kl/k3_mean": k3(step, seed) if step > 0 else math.nan}
+            for seed in range(seeds) for step in range(steps + 1)]
+    return pd.DataFrame(rows)
+
+
+def _claim(table: pd.DataFrame, prefix: str) -> pd.Series:
+    hits = table[table["claim"].str.startswith(prefix)]
+    assert len(hits) == 1, f"expected one claim starting {prefix!r}, got {list(hits['claim'])}"
+    return hits.iloc[0]
+
+
 CFG = AblationConfig(out="unused", steps=4, seeds=3, target_accuracy=0.5, early_frac=0.5, losses=("sampled",),
                      schedules=("uniform", "prefix30", "suffix30", "iw_opd"))
+CFG100 = AblationConfig(out="unused", steps=100, seeds=5, losses=("sampled",), schedules=("uniform",))
 
 
+# ------------------------------------------------------------------------------------------- statistics
 def test_run_statistics_by_hand():
     m = _metrics({"uniform": [[0.1, 0.5, 0.7]]})
     r = per_run(m, CFG).iloc[0]
-    assert r.final_accuracy == 0.7 and r.steps_to_target == 2 and r.early_accuracy == 0.5
+    assert r.final_accuracy == 0.7 and r.last_accuracy == 0.7  # tail = steps >= 3.2: the eval at step 4 only
+    assert r.steps_to_target == 2 and r.early_accuracy == 0.5
     assert r.aulc == pytest.approx(((0.1 + 0.5) / 2 * 2 + (0.5 + 0.7) / 2 * 2) / 4)
-    assert r.kl_first == pytest.approx(0.9) and r.kl_plateau == pytest.approx(0.6)  # steps > 3.2: step 4 only
+    assert r.kl_first == pytest.approx(0.9) and r.kl_plateau == pytest.approx(0.6)  # steps >= 3.2: step 4 only
     assert r.kl_reduction_pct == pytest.approx(100 * (1 - 0.6 / 0.9))
+    assert math.isnan(r.acc_tail_slope) and math.isnan(r.kl_tail_slope)  # one tail point: no slope
 
 
+def test_tail_slopes_and_tail_mean_by_hand():
+    m = _curves("uniform", 1, acc=lambda s, _: 0.5 + 0.001 * s, k3=lambda s, _: 1.0 - 0.002 * s)
+    r = per_run(m, CFG100).iloc[0]
+    assert r.final_accuracy == pytest.approx(np.mean([0.58, 0.59, 0.60]))  # evals at 80, 90, 100
+    assert r.acc_tail_slope == pytest.approx(0.1)  # per 100 steps
+    tail = 1.0 - 0.002 * np.arange(80, 101)
+    assert r.kl_plateau == pytest.approx(tail.mean()) and r.kl_tail_slope == pytest.approx(-0.2)
+    assert r.kl_tail_slope_rel == pytest.approx(-0.2 / tail.mean())
+
+
+def test_mde_formula():
+    for n in (2, 3, 5, 6):
+        expected = (sstats.t.ppf(0.975, n - 1) + sstats.t.ppf(0.80, n - 1)) * 0.3 / math.sqrt(n)
+        assert mde(0.3, n) == pytest.approx(expected)
+    assert mde(1.0, 3) == pytest.approx((4.302652729911275 + 1.0606601717798212) / math.sqrt(3))
+    assert mde(1.0, 6) < mde(1.0, 5) < mde(1.0, 3)
+    assert math.isnan(mde(1.0, 1))
+    r = mean_ci([0.1, 0.1, 0.12])
+    assert r["mde"] == pytest.approx(mde(float(np.std([0.1, 0.1, 0.12], ddof=1)), 3))
+
+
+@pytest.mark.parametrize(("lo", "hi", "above0", "below0", "within"), [
+    (0.1, 0.2, "holds", "contradicted", "holds"),
+    (-0.2, -0.1, "contradicted", "holds", "holds"),
+    (-0.1, 0.1, "inconclusive", "inconclusive", "holds"),
+    (0.4, 0.6, "holds", "contradicted", "contradicted"),
+    (-0.6, -0.4, "contradicted", "holds", "contradicted"),
+    (0.2, 0.4, "holds", "contradicted", "inconclusive"),
+    (-0.4, 0.4, "inconclusive", "inconclusive", "inconclusive"),
+])
+def test_verdict_rules(lo, hi, above0, below0, within):
+    r = {"ci_low": lo, "ci_high": hi}
+    assert verdict_above(r, 0.0) == above0
+    assert verdict_below(r, 0.0) == below0
+    assert verdict_within(r, -0.3, 0.3) == within
+    nan = {"ci_low": math.nan, "ci_high": math.nan}
+    assert verdict_above(nan, 0.0) == verdict_below(nan, 0.0) == verdict_within(nan, -1, 1) == NO_VERDICT
+
+
+# ------------------------------------------------------------------------------------------- paired claims
 def test_paired_claims_and_verdicts():
     m = _metrics({
         "uniform": [[0.1, 0.5, 0.7], [0.1, 0.4, 0.6], [0.2, 0.5, 0.7]],
@@ -47,13 +125,16 @@ def test_paired_claims_and_verdicts():
     })
     table = claims(m, CFG).set_index("claim")
     assert table.loc["suffix-30 clearly lower", "verdict"] == "holds"
+    assert table.loc["suffix-30 below prefix-30", "verdict"] == "holds"
     assert table.loc["prefix-30 ≈ all tokens", "verdict"] == "holds"
     iw = table.loc["IW-OPD faster early"]
     d = np.array([0.1, 0.1, 0.12])
     half = 4.302652729911275 * d.std(ddof=1) / np.sqrt(3)  # t(0.975, 2)
     assert iw["value"] == pytest.approx(d.mean()) and iw["ci_low"] == pytest.approx(d.mean() - half)
-    assert iw["verdict"] == "holds"
+    assert iw["mde"] == pytest.approx((4.302652729911275 + 1.0606601717798212) * d.std(ddof=1) / np.sqrt(3))
+    assert iw["verdict"] == "holds" and iw["n_seeds"] == 3
     assert table.loc["IW-OPD ends at least as well", "verdict"] == "holds"
+    assert table["rule"].str.len().min() > 10  # every claim prints its rule
     s = summarize(m, CFG).set_index("schedule")
     assert s.loc["uniform", "reached_target"] == "3/3"
     assert s.loc["uniform", "final_accuracy_mean"] == pytest.approx(np.mean([0.7, 0.6, 0.7]))
@@ -73,9 +154,91 @@ def test_inconclusive_and_contradicted_verdicts():
 def test_one_seed_gives_no_verdict():
     m = _metrics({"uniform": [[0.1, 0.5, 0.7]], "suffix30": [[0.1, 0.2, 0.3]]})
     table = claims(m, CFG)
-    assert (table[table["claim"] == "suffix-30 clearly lower"]["verdict"] == "n/a (needs >= 2 seeds)").all()
+    assert (table[table["claim"] == "suffix-30 clearly lower"]["verdict"] == NO_VERDICT).all()
 
 
+# ------------------------------------------------------------------------------------------- uniform's tail
+NOISE = np.random.default_rng(0).normal(size=(5, 101))
+
+
+@pytest.mark.parametrize(("acc", "verdict"), [
+    (lambda s, k: min(0.8, 0.3 + 0.01 * s) + 0.002 * NOISE[k, s], "holds"),  # flat from step 50
+    (lambda s, k: 0.2 + 0.005 * s + 0.002 * NOISE[k, s], "contradicted"),  # still rising 0.5 / 100 steps
+    (lambda s, k: 0.7 + 0.0003 * s + 0.05 * NOISE[k, s], "inconclusive"),  # too noisy to tell
+])
+def test_accuracy_plateau_verdict(acc, verdict):
+    m = _curves("uniform", 5, acc=acc, k3=lambda s, k: 0.5)
+    assert _claim(claims(m, CFG100), "uniform has plateaued")["verdict"] == verdict
+
+
+@pytest.mark.parametrize(("k3", "verdict"), [
+    (lambda s, k: 0.3 + 0.2 * math.exp(-s / 10) + 0.001 * NOISE[k, s], "holds"),  # flat at 0.3 in the tail
+    (lambda s, k: 1.0 - 0.006 * s + 0.001 * NOISE[k, s], "contradicted"),  # still falling fast
+    (lambda s, k: 0.3 + 0.2 * NOISE[k, s], "inconclusive"),  # too noisy to tell
+])
+def test_gap_persists_is_a_tail_test(k3, verdict):
+    m = _curves("uniform", 5, acc=lambda s, k: 0.5, k3=k3)
+    row = _claim(claims(m, CFG100), "the gap persists")
+    assert row["verdict"] == verdict
+    assert "level" in row["measure"] and math.isfinite(row["mde"])
+
+
+@pytest.mark.parametrize(("reduction", "spread", "verdict"), [
+    (0.30, 0.01, "holds"),  # 30% ± small: inside [20, 40]
+    (0.85, 0.02, "contradicted"),  # far above 40%
+    (0.10, 0.01, "contradicted"),  # below 20%
+    (0.40, 0.05, "inconclusive"),  # straddles 40%
+])
+def test_kl_reduction_verdict(reduction, spread, verdict):
+    offsets = np.linspace(-spread, spread, 5)
+    m = _curves("uniform", 5, acc=lambda s, k: 0.5,
+                k3=lambda s, k: 1.0 if s == 1 else 1.0 - reduction - offsets[k])
+    row = _claim(claims(m, CFG100), "KL falls only partly")
+    assert row["value"] == pytest.approx(100 * reduction, abs=1e-6)
+    assert row["verdict"] == verdict
+
+
+# ------------------------------------------------------------------------------------------- grid design
+def test_identical_schedules_run_once():
+    specs = {**BASE_SCHEDULES, "recommended": {**BASE_SCHEDULES["iw_opd"], "version": 1, "epsilon": 1e-8},
+             "fitted": {"kind": "linear", "gamma": 0.25}}
+    assert dedupe_specs(specs) == {"recommended": "iw_opd"}
+    assert dedupe_specs({**specs, "fitted": {"kind": "uniform"}}) == {"recommended": "iw_opd", "fitted": "uniform"}
+    cfg = AblationConfig(out="unused")
+    plan = budget_plan(cfg, {"recommended": "iw_opd"})
+    sampled, full = plan["rows"]
+    assert full["loss"] == "full_kl" and full["steps"] == cfg.steps // 2
+    assert "recommended" not in sampled["schedules"] and len(sampled["schedules"]) == 6
+    assert plan["run_steps"] == 6 * cfg.seeds * cfg.steps + 4 * 3 * cfg.steps // 2
+    assert plan["estimate_s"] <= 60 * 60  # the default grid fits the 60-minute budget
+
+
+def test_alias_rows_reuse_the_runs():
+    m = _metrics({"uniform": [[0.1, 0.5, 0.7]] * 2, "iw_opd": [[0.1, 0.6, 0.7], [0.1, 0.5, 0.6]]})
+    cfg = AblationConfig(out="unused", steps=4, seeds=2, losses=("sampled",),
+                         schedules=("uniform", "iw_opd", "recommended"))
+    s = summarize(m, cfg, {"recommended": "iw_opd"}).set_index("schedule")
+    assert list(s.index) == ["uniform", "iw_opd", "recommended"]
+    assert s.loc["recommended", "runs_of"] == "iw_opd"
+    assert s.loc["recommended", "aulc_mean"] == s.loc["iw_opd", "aulc_mean"]
+
+
+def test_full_kl_check_is_shorter():
+    cfg = AblationConfig(out="unused", steps=200, seeds=6)
+    assert cfg.steps_for("sampled") == 200 and cfg.steps_for("full_kl") == 100
+    assert cfg.seeds_for("sampled") == 6 and cfg.seeds_for("full_kl") == 3
+    assert cfg.schedules_for("full_kl") == ("uniform", "prefix30", "suffix30", "iw_opd")
+    assert AblationConfig(out="unused", steps=2, seeds=1).steps_for("full_kl") == 1
+    assert AblationConfig(out="unused", seeds=2).seeds_for("full_kl") == 2
+
+
+def test_the_ablation_does_not_import_its_report():
+    code = "import sys, drift.train.ablation; print(any(m.startswith('drift.report') for m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+# ------------------------------------------------------------------------------------------- smoke run
 @pytest.mark.integration
 @pytest.mark.filterwarnings("ignore::drift.errors.AlignmentWarning")
 def test_two_step_smoke_run(tmp_path):
@@ -85,11 +248,19 @@ def test_two_step_smoke_run(tmp_path):
     assert main(["--steps", "2", "--seeds", "1", "--out", str(out), "--workers", "1", "--eval-prompts", "8",
                  "--eval-samples", "1", "--collect-prompts", "4", "--recommend-prompts", "16"]) == 0
     results = pd.read_csv(out / "results.csv")
-    assert set(results["schedule"]) == {"uniform", "prefix30", "suffix30", "iw_opd", "linear", "recommended",
+    sampled = results[results["loss"] == "sampled"]
+    assert set(sampled["schedule"]) == {"uniform", "prefix30", "suffix30", "iw_opd", "linear", "recommended",
                                         "fitted"}
-    assert set(results["loss"]) == {"sampled", "full_kl"}
+    assert set(results[results["loss"] == "full_kl"]["schedule"]) == {"uniform", "prefix30", "suffix30", "iw_opd"}
+    metrics = pd.read_parquet(out / "metrics.parquet")
+    ran = set(metrics[metrics["loss"] == "sampled"]["schedule"])
+    aliased = set(sampled[sampled["runs_of"] != sampled["schedule"]]["schedule"])
+    assert not ran & aliased  # an alias is never trained
     text = (out / "results.md").read_text()
-    assert "The paper's claims" in text and "figures/learning_curves_sampled.png" in text
+    assert "The paper's claims" in text and "figures/learning_curves_sampled.png" in text and "MDE" in text
+    assert "## Budget" in text
+    table = pd.read_csv(out / "claims.csv")
+    assert {"mde", "rule", "verdict"} <= set(table.columns)
     for name in ("learning_curves_sampled.png", "kl_over_training_sampled.png", "kl_by_position.png",
                  "weight_shape.png"):
         assert (out / "figures" / name).stat().st_size > 1000

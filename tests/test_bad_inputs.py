@@ -59,6 +59,9 @@ def ws(tmp_path_factory):
     (root / "broken.jsonl").write_text('{"prompt": "w1"}\n{oops\n')
     (root / "long_prompt.jsonl").write_text(json.dumps({"id": "long", "prompt": " ".join(["w5"] * 40)}) + "\n")
     (root / "oracle_long.jsonl").write_text(json.dumps({"id": "long", "prompt": " ".join(["i01"] * 90)}) + "\n")
+    (root / "rollouts_bad.jsonl").write_text('{"prompt": "w1"}\n')  # no response
+    (root / "rollouts_long.jsonl").write_text(json.dumps({"prompt": "w1", "response": " ".join(["w3"] * 30)})
+                                              + "\n")
     (root / "prompt_dir").mkdir()
     (root / "a_file").write_text("not a folder\n")
     (root / "bad_schedule.json").write_text('{"kind": "no_such_kind"}\n')
@@ -217,21 +220,13 @@ def test_score_rollouts_missing(ws, capsys):
 
 
 def test_score_jsonl_malformed(ws, capsys):
-    (ws / "rollouts_bad.jsonl").write_text('{"prompt": "w1"}\n')  # no response
-    try:
-        _fail(ws, capsys, _score(ws, "rollouts_bad.jsonl", ws / "chat_model"), "InputFormatError",
-              "needs either 'prompt' + 'response'", out=ws / "new_out")
-    finally:
-        (ws / "rollouts_bad.jsonl").unlink()
+    _fail(ws, capsys, _score(ws, "rollouts_bad.jsonl", ws / "chat_model"), "InputFormatError",
+          "needs either 'prompt' + 'response'", out=ws / "new_out")
 
 
 def test_score_response_beyond_context(ws, capsys):
-    (ws / "rollouts_long.jsonl").write_text(json.dumps({"prompt": "w1", "response": " ".join(["w3"] * 30)}) + "\n")
-    try:
-        _fail(ws, capsys, _score(ws, "rollouts_long.jsonl", ws / "short_context"), "PromptTooLongError",
-              "context of 16 tokens", out=ws / "new_out")
-    finally:
-        (ws / "rollouts_long.jsonl").unlink()
+    _fail(ws, capsys, _score(ws, "rollouts_long.jsonl", ws / "short_context"), "PromptTooLongError",
+          "context of 16 tokens", out=ws / "new_out")
 
 
 # ------------------------------------------------------------------------------------------------------ probe

@@ -269,6 +269,8 @@ def collect(student: Any, teacher: Any, tokenizer: Any, prompts: Sequence[Prompt
     set_threads(config.scoring.num_threads)
     if config.max_prompts is not None:
         prompts = list(prompts)[: config.max_prompts]
+    if not prompts:
+        raise InputFormatError("no prompts to collect from; give a prompt file with at least one prompt")
     pair = check_pair(student, teacher, tokenizer, teacher_tokenizer, own_tokenizers=own_tokenizers)
     models = _Models(student, teacher, tokenizer, pair, world)
     run_id = config.run_id or Path(config.out).name

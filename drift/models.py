@@ -34,6 +34,7 @@ __all__ = [
     "load_model",
     "load_tokenizer",
     "model_identity",
+    "pair_context",
     "resolve_device",
     "resolve_dtype",
     "resolve_model_path",
@@ -265,6 +266,12 @@ def context_length(model: Any) -> int | None:
         if isinstance(value, int) and value > 0:
             return value
     return None
+
+
+def pair_context(*models: Any) -> int | None:
+    """The context two (or more) models share: the smallest :func:`context_length` among those that state one."""
+    values = [c for c in (context_length(m) for m in models) if c is not None]
+    return min(values) if values else None
 
 
 def tokenizer_hash(tokenizer: Any) -> str:

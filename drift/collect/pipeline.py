@@ -33,12 +33,13 @@ from drift.collect.rollouts import derive_seed, sample_responses, stop_token_ids
 from drift.collect.scoring import ScoringItem, score_items
 from drift.config import config_to_dict, git_sha
 from drift.errors import InputFormatError
+from drift.models import pair_context
 from drift.presets import apply_preset, preset_values
 from drift.progress import make_progress
 from drift.runtime.checks import preflight_out
 from drift.runtime.loading import load_pair, set_threads
 from drift.runtime.padding import pad_id_for
-from drift.runtime.prompts import PromptStyle, check_context, render_prompt, render_records, unknown_token_report
+from drift.runtime.prompts import PromptStyle, check_context, render_checked, render_prompt
 from drift.schema import ROLLOUT_SCHEMA, make_prompt_key, token_schema
 from drift.store import DatasetWriter, DriftDataset, open_dataset
 from drift.verifiers import get_verifier
@@ -222,18 +223,10 @@ def _run_parts(parts: list[Any], make_rows: Any, part_writer: _PartWriter, write
 def _render_all(prompts: Sequence[PromptRecord], tokenizer: Any, style: PromptStyle, context: int | None,
                 budget: int, truncate: str) -> list[dict[str, Any]]:
     """Render every prompt for both models and check it against the context, before anything is written."""
-    out = []
-    for rp in render_records(prompts, tokenizer, style):
-        rec = rp.record
-        s_ids = check_context(rp.student_ids, budget, context, what=f"prompt {rec.id!r} (student)",
-                              truncate=truncate)
-        t_ids = s_ids if not rp.privileged else check_context(rp.teacher_ids, budget, context,
-                                                               what=f"prompt {rec.id!r} (teacher)", truncate=truncate)
-        out.append({"record": rec, "prompt_id": rec.id, "prompt": rp.student_text,
-                    "teacher_prompt": rp.teacher_text, "student_prompt_ids": s_ids, "teacher_prompt_ids": t_ids,
-                    "answer": rec.answer, "source_prompt": rec.source_json()})
-    unknown_token_report(tokenizer, [(r["prompt_id"], r["student_prompt_ids"]) for r in out], what="prompts")
-    return out
+    return [{"record": rp.record, "prompt_id": rp.record.id, "prompt": rp.student_text,
+             "teacher_prompt": rp.teacher_text, "student_prompt_ids": rp.student_ids,
+             "teacher_prompt_ids": rp.teacher_ids, "answer": rp.record.answer, "source_prompt": rp.record.source_json()}
+            for rp in render_checked(prompts, tokenizer, style, context=context, budget=budget, truncate=truncate)]
 
 
 def rendered_example(row: dict[str, Any]) -> dict[str, Any]:
@@ -278,7 +271,7 @@ def collect(student: Any, teacher: Any, tokenizer: Any, prompts: Sequence[Prompt
     stops = stop_token_ids(tokenizer, student)
     pad_id = pad_id_for(tokenizer, stops)
     style = PromptStyle(config.chat_template, config.student_system_prompt, config.teacher_system_prompt)
-    rendered = _render_all(prompts, tokenizer, style, _context(student, teacher), config.max_new_tokens,
+    rendered = _render_all(prompts, tokenizer, style, pair_context(student, teacher), config.max_new_tokens,
                            config.truncate_prompt)
     per_part = max(1, config.part_size // config.samples_per_prompt)
     parts = [rendered[i: i + per_part] for i in range(0, len(rendered), per_part)]
@@ -353,7 +346,7 @@ def score(student: Any, teacher: Any, tokenizer: Any, rows: Sequence[dict[str, A
             r["prompt_key"] = make_prompt_key(r["run_id"], given, r["student_prompt_ids"])
     if config.teacher_system_prompt:
         rows = [_rerender_teacher(r, tokenizer, config) for r in rows]
-    context = _context(student, teacher)
+    context = pair_context(student, teacher)
     for r in rows:
         n = len(r["response_ids"])
         for side in ("student", "teacher"):
@@ -377,13 +370,6 @@ def score(student: Any, teacher: Any, tokenizer: Any, rows: Sequence[dict[str, A
                         enabled=config.scoring.progress)
     return _run_parts(parts, lambda i, part: part, _PartWriter(models, config.scoring, writer, config.step, bar),
                       writer, config.scoring.self_check)
-
-
-def _context(student: Any, teacher: Any) -> int | None:
-    from drift.models import context_length
-
-    values = [c for c in (context_length(student), context_length(teacher)) if c is not None]
-    return min(values) if values else None
 
 
 def _rerender_teacher(row: dict[str, Any], tokenizer: Any, config: ScoreConfig) -> dict[str, Any]:

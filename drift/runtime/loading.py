@@ -48,10 +48,9 @@ class ModelPair:
     @property
     def context(self) -> int | None:
         """The smaller ``max_position_embeddings`` of the two models (None when neither config says)."""
-        from drift.models import context_length
+        from drift.models import pair_context
 
-        values = [c for c in (context_length(self.student), context_length(self.teacher)) if c is not None]
-        return min(values) if values else None
+        return pair_context(self.student, self.teacher)
 
 
 def set_threads(num_threads: int | None) -> None:

@@ -41,6 +41,7 @@ __all__ = [
     "PromptStyle",
     "RenderedPrompt",
     "check_context",
+    "render_checked",
     "render_prompt",
     "render_record",
     "render_records",
@@ -154,6 +155,27 @@ def render_records(records: Sequence[PromptRecord], tokenizer: Any,
                    style: PromptStyle | None = None) -> list[RenderedPrompt]:
     """:func:`render_record` for each record (one error names the first prompt that cannot be rendered)."""
     return [render_record(r, tokenizer, style) for r in records]
+
+
+def render_checked(records: Sequence[PromptRecord], tokenizer: Any, style: PromptStyle | None = None, *,
+                   context: int | None, budget: int, truncate: str = "none") -> list[RenderedPrompt]:
+    """:func:`render_records`, then every prompt (both sides) checked against the context with :func:`check_context`
+    (left-truncated with ``truncate="left"``), and the unknown-token count of the student prompts warned about.
+
+    Raises:
+        PromptTooLongError: a prompt plus ``budget`` does not fit ``context`` and ``truncate`` is ``none``.
+    """
+    from dataclasses import replace
+
+    out = []
+    for rp in render_records(records, tokenizer, style):
+        rid = rp.record.id
+        s_ids = check_context(rp.student_ids, budget, context, what=f"prompt {rid!r} (student)", truncate=truncate)
+        t_ids = s_ids if not rp.privileged else check_context(rp.teacher_ids, budget, context,
+                                                               what=f"prompt {rid!r} (teacher)", truncate=truncate)
+        out.append(replace(rp, student_ids=s_ids, teacher_ids=t_ids))
+    unknown_token_report(tokenizer, [(rp.record.id, rp.student_ids) for rp in out], what="prompts")
+    return out
 
 
 def check_context(ids: Sequence[int], budget: int, context: int | None, *, what: str,

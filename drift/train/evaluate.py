@@ -25,7 +25,7 @@ import numpy as np
 from drift.collect.prompts import PromptRecord
 from drift.collect.rollouts import derive_seed, sample_responses
 from drift.collect.scoring import ScoringItem, score_items
-from drift.runtime.prompts import PromptStyle, RenderedPrompt, check_context, render_records
+from drift.runtime.prompts import PromptStyle, RenderedPrompt, render_checked
 
 __all__ = ["EVAL_SEED_STREAM", "RenderedPrompt", "evaluate", "mean_reward", "prompt_indices", "render_prompts",
            "rewards"]
@@ -44,11 +44,7 @@ def render_prompts(records: Sequence[PromptRecord], tokenizer: Any, *, chat_temp
     through the one renderer of :mod:`drift.runtime.prompts`; with a ``context``, every prompt plus
     ``max_new_tokens`` must fit (:class:`~drift.errors.PromptTooLongError`)."""
     style = PromptStyle(chat_template, student_system_prompt, teacher_system_prompt)
-    out = render_records(records, tokenizer, style)
-    for rp in out:
-        check_context(rp.student_ids, max_new_tokens, context, what=f"prompt {rp.record.id!r} (student)")
-        check_context(rp.teacher_ids, max_new_tokens, context, what=f"prompt {rp.record.id!r} (teacher)")
-    return out
+    return render_checked(records, tokenizer, style, context=context, budget=max_new_tokens)
 
 
 def prompt_indices(n_prompts: int, per_step: int, seed: int, step: int) -> list[int]:

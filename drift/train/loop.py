@@ -178,11 +178,10 @@ def train(student: Any, teacher: Any, tokenizer: Any, train_prompts: Sequence[Pr
         teacher = copy.deepcopy(student).requires_grad_(False)
     pair = check_pair(student, teacher, tokenizer, teacher_tokenizer)
     s_model, t_model = _Model(student, pair.shared_vocab), _Model(teacher, pair.shared_vocab)
-    from drift.models import context_length
+    from drift.models import pair_context
 
-    contexts = [c for c in (context_length(student), context_length(teacher)) if c is not None]
     render = {"chat_template": config.chat_template, "teacher_system_prompt": config.teacher_system_prompt,
-              "context": min(contexts) if contexts else None, "max_new_tokens": config.max_new_tokens}
+              "context": pair_context(student, teacher), "max_new_tokens": config.max_new_tokens}
     train_r = render_prompts(train_prompts, tokenizer, **render)
     heldout_r = render_prompts(heldout_prompts, tokenizer, **render)
     s_model.lm.check_parity(train_r[0].student_ids)

@@ -14,7 +14,7 @@ Clusters are prompts by default (``BinSpec(cluster="prompt")``; keys from :func:
 
 Modules: :mod:`~drift.stats.reader` (lazy, schema-checked sources), :mod:`~drift.stats.bins` (binning in DuckDB),
 :mod:`~drift.stats.bootstrap` (cluster bootstrap from sufficient statistics), :mod:`~drift.stats.models` (declared
-curve families), :mod:`~drift.stats.fit` (the one fitting routine and its frozen results),
+curve families), :mod:`~drift.stats.fit` (the one fitting routine), :mod:`~drift.stats.results` (its frozen results),
 :mod:`~drift.stats.direction`, :mod:`~drift.stats.pipeline` (the ``drift fit`` stage), :mod:`~drift.stats.plots`.
 """
 

@@ -162,7 +162,8 @@ def _verdict_sentence(metric: str, direction: dict[str, Any], first: dict[str, f
                       bins: int) -> str:
     """One plain sentence: what the metric does along the response, with the numbers behind it."""
     words = METRIC_WORDS.get(metric, metric)
-    verb = {"rises": "rises", "falls": "falls", "flat": "is flat"}[direction["verdict"]]
+    verb = {"rises": "rises", "falls": "falls", "flat": "is flat", "inconclusive": "shows no clear direction",
+            "insufficient": "cannot be judged (too few prompts)"}[direction["verdict"]]
     rho_text = _rho_text(direction)
     share = f"{100 / bins:.0f}%"
     return (f"{words} {verb} along the response: Spearman rho {rho_text}; first {share} of the response "
@@ -171,7 +172,9 @@ def _verdict_sentence(metric: str, direction: dict[str, Any], first: dict[str, f
 
 
 def _ends(bins: Any, metric: str) -> tuple[dict[str, float], dict[str, float]]:
-    d = bins[(bins["metric"] == metric) & (bins["stratum"] == "all") & (bins["group"] == "all")].sort_values("bin")
+    from drift.stats import pooled_rows
+
+    d = pooled_rows(bins, metric)
     pick = ("mean", "ci_low", "ci_high")
     return ({k: float(d.iloc[0][k]) for k in pick}, {k: float(d.iloc[-1][k]) for k in pick})
 

@@ -24,7 +24,7 @@ import pandas as pd
 import pyarrow as pa
 
 from drift.errors import DatasetError, SchemaError
-from drift.schema import ROLLOUT_KEY, TOKEN_COLUMNS, validate_schema
+from drift.schema import ROLLOUT_KEY, validate_schema
 from drift.store import DriftDataset, open_dataset
 
 __all__ = ["ROLLOUT_KEY", "TokenSource", "numeric_columns", "open_tokens"]
@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 
 # ROLLOUT_KEY (re-exported) and the cluster keys are defined once, in drift.schema.
 _MEMORY_RE = re.compile(r"^\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*$", re.IGNORECASE)
-_SCHEMA_NAMES = {c.name for c in TOKEN_COLUMNS}
 
 
 def _is_numeric(t: pa.DataType) -> bool:

@@ -242,14 +242,10 @@ def _n_clusters(ds: Any, unit: str) -> int:
 
 
 def _direction_test(rb: Any, metric: str, cfg: RecommendConfig) -> Any:
-    """The direction test, passing ``min_clusters`` / ``flat_margin`` where the test knows them."""
-    import inspect
-
+    """The direction test of ``metric`` with this config's resamples, seed and ``min_clusters``."""
     from drift.stats import direction_test
 
-    params = inspect.signature(direction_test).parameters
-    kw = {k: v for k, v in (("min_clusters", cfg.min_clusters),) if k in params}
-    return direction_test(rb, metric, n=cfg.n_boot, seed=cfg.seed, **kw)
+    return direction_test(rb, metric, n=cfg.n_boot, seed=cfg.seed, min_clusters=cfg.min_clusters)
 
 
 def _from_oracle(ds: Any, cfg: RecommendConfig, pre: Precomputed | None = None) -> dict[str, Any]:
@@ -314,7 +310,9 @@ def _from_probe(path: Path, ds: Any, cfg: RecommendConfig, analysis: Any = None)
     sigma = np.maximum((acc["ci_high"] - acc["ci_low"]).to_numpy(float) / 3.92, 1e-3)
     ok = np.isfinite(y) & np.isfinite(sigma)
     models = ["exponential", "logistic", "linear", "hinge"] + (["power"] if x.min() > 0 else [])
-    selection = fit_all(x[ok], y[ok], models=models, sigma=sigma[ok], absolute_sigma=True)
+    # the accuracies' errors come from the probe's cluster bootstrap: the fit's intervals and selection know R
+    selection = fit_all(x[ok], y[ok], models=models, sigma=sigma[ok], absolute_sigma=True,
+                        n_clusters=analysis.n_clusters or None, min_clusters=cfg.min_clusters)
     quality = {"metric": "teacher continuation accuracy", "label": "a teacher continuation from the cut verifies",
                "x": "prefix ratio", "start": {k: float(acc.iloc[0][k]) for k in ("accuracy", "ci_low", "ci_high")},
                "end": {k: float(acc.iloc[-1][k]) for k in ("accuracy", "ci_low", "ci_high")},

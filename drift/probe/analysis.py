@@ -45,12 +45,11 @@ AUROCs on the same replicate). Non-overlapping marginal intervals are not a test
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -580,18 +579,6 @@ def _factorize(df: pd.DataFrame, cols: Iterable[str]) -> tuple[np.ndarray, int]:
     return np.asarray(codes, dtype=np.int64), len(uniques)
 
 
-def _direction(sums: np.ndarray, counts: np.ndarray, x: np.ndarray, *, n_clusters: int, min_clusters: int,
-               n_rollouts: int, cluster: str, **kw: Any) -> DirectionResult:
-    """:func:`direction_from_stats` over cluster rows; ``insufficient`` below ``min_clusters`` clusters."""
-    params = inspect.signature(direction_from_stats).parameters
-    kw.update({k: v for k, v in (("min_clusters", min_clusters), ("n_rollouts", n_rollouts), ("cluster", cluster))
-               if k in params})
-    res = direction_from_stats(sums, counts, x, **kw)
-    if n_clusters < min_clusters and res.verdict != "insufficient":
-        res = replace(res, verdict="insufficient")  # type: ignore[arg-type]
-    return res
-
-
 def analyze(continuations: pd.DataFrame | DriftDataset | str | os.PathLike[str], *, n_boot: int = 1000,
             ci: float = 0.95, seed: int = 0, cluster: str | None = None, min_clusters: int | None = None,
             totals: pd.DataFrame | None = None) -> ProbeAnalysis:
@@ -673,10 +660,11 @@ def analyze(continuations: pd.DataFrame | DriftDataset | str | os.PathLike[str],
     x = np.asarray(ratios)
     kw = {"method": "bootstrap", "n": n_boot, "seed": seed, "alpha": round(1 - ci, 12), "n_rollouts": R,
           "cluster": cluster}
-    direction = _direction(sums[:, :B], counts[:, :B], x, n_clusters=C, min_clusters=min_clusters,
-                           metric="teacher_accuracy", **kw)
-    student_direction = _direction(sums[:, B:], counts[:, B:], x, n_clusters=C, min_clusters=min_clusters,
-                                   metric="student_accuracy", **kw)
+    # insufficient below min_clusters prompts (the test counts the clusters that hold data)
+    direction = direction_from_stats(sums[:, :B], counts[:, :B], x, min_clusters=min_clusters,
+                                     metric="teacher_accuracy", **kw)
+    student_direction = direction_from_stats(sums[:, B:], counts[:, B:], x, min_clusters=min_clusters,
+                                             metric="student_accuracy", **kw)
     gap_change = {"first_ratio": ratios[0] if ratios else None, "last_ratio": ratios[-1] if ratios else None,
                   "estimate": float(gap_est[0] - gap_est[-1]) if B else None,
                   "ci_low": float(clo[0]), "ci_high": float(chi[0])}

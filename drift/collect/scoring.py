@@ -39,7 +39,7 @@ from drift.collect import metrics as m
 from drift.errors import AlignmentError
 from drift.runtime.padding import pad
 
-__all__ = ["LMHead", "ScoringItem", "derived_metrics", "gather_response_hidden", "pad_right", "score_items"]
+__all__ = ["LMHead", "ScoringItem", "derived_metrics", "gather_response_hidden", "score_items"]
 
 log = logging.getLogger(__name__)
 
@@ -162,11 +162,6 @@ class LMHead:
         return err
 
 
-def pad_right(rows: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    """Right-pad token id rows into (B, L) ids and a 0/1 attention mask (alias of :func:`drift.runtime.padding.pad`)."""
-    return pad(rows, pad_id, side="right", device=device)
-
-
 def gather_response_hidden(lm: LMHead, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]],
                             offset: int = 0) -> Tensor:
     """Run ``lm``'s body on prompt+response rows; return the hidden states predicting each response token (N, D).
@@ -174,7 +169,7 @@ def gather_response_hidden(lm: LMHead, prompts: Sequence[Sequence[int]], respons
     ``offset`` shifts which position is read (0 = correct; used only by the alignment self-check).
     """
     rows = [list(p) + list(r) for p, r in zip(prompts, responses, strict=True)]
-    ids, mask = pad_right(rows, 0, lm.device)
+    ids, mask = pad(rows, 0, side="right", device=lm.device)
     hidden_B_L_D = lm.hidden(ids, mask)
     index_b, index_l = [], []
     for b, (p, r) in enumerate(zip(prompts, responses, strict=True)):

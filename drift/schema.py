@@ -29,17 +29,24 @@ from drift.errors import SchemaError
 __all__ = [
     "CLUSTER_UNITS",
     "DRIFT_METADATA_KEY",
+    "FULL_VOCAB_COLUMNS",
+    "IMPORT_TOKEN_COLUMNS",
     "ORACLE_TOKEN_COLUMNS",
     "ROLLOUT_COLUMNS",
     "ROLLOUT_KEY",
     "ROLLOUT_SCHEMA",
+    "SUPPORTS",
+    "TEACHER_COLUMNS",
     "TOKEN_COLUMNS",
     "TOKEN_SCHEMA",
+    "TOPK_COLUMNS",
     "Column",
     "cluster_key_columns",
     "cluster_key_sql",
     "make_prompt_key",
     "read_drift_metadata",
+    "required_token_columns",
+    "support_hint",
     "token_schema",
     "validate_schema",
     "with_drift_metadata",
@@ -90,13 +97,15 @@ ROLLOUT_COLUMNS: tuple[Column, ...] = (
     Column("sample_id", I64, "index of this sample among the prompt's samples (0-based)"),
     Column("prompt_key", pa.string(), "the sampling unit: run_id + the prompt file's id when given, else a hash "
            "of the student prompt's token ids (see make_prompt_key)", nullable=True, required=False),
-    Column("prompt", pa.string(), "the student's prompt as rendered text (chat template applied if used)"),
+    Column("prompt", pa.string(), "the student's prompt as rendered text (chat template applied if used; null in an "
+           "import without a tokenizer)", nullable=True),
     Column("teacher_prompt", pa.string(), "the teacher's rendered prompt when it differs (privileged), else null",
            nullable=True),
     Column("student_prompt_ids", pa.list_(I32), "student prompt token ids (incl. BOS / template tokens)"),
     Column("teacher_prompt_ids", pa.list_(I32), "teacher prompt token ids"),
     Column("response_ids", pa.list_(I32), "sampled response token ids, EOS included when finished"),
-    Column("response_text", pa.string(), "decoded response (special tokens kept)"),
+    Column("response_text", pa.string(), "decoded response (special tokens kept; null in an import without a "
+           "tokenizer)", nullable=True),
     Column("response_len", I32, "number of response tokens"),
     Column("finished", pa.bool_(), "the response ended with EOS"),
     Column("truncated", pa.bool_(), "the response hit max_new_tokens without EOS"),
@@ -138,12 +147,78 @@ TOKEN_COLUMNS: tuple[Column, ...] = (
     Column("reward", F64, "copied from the rollout: verifier score or null", nullable=True),
 )
 
+#: Written by ``drift import`` where the source has them (never by collect/score): see :mod:`drift.ingest`.
+IMPORT_TOKEN_COLUMNS: tuple[Column, ...] = (
+    Column("rollout_logprob", F32, "log-prob of y_t under the *sampler* (vLLM/SGLang), next to the trainer-side "
+           "student_logprob; their gap is the sampler-vs-trainer mismatch", nullable=True, required=False),
+    Column("loss_mask", pa.bool_(), "the source trained on this token (false: e.g. tool output in a multi-turn "
+           "response)", required=False),
+    Column("teacher_id", pa.string(), "which teacher scored this step (multi-teacher or refreshed teachers)",
+           nullable=True, required=False),
+    Column("teacher_revision", pa.string(), "the scoring teacher's revision / checkpoint at this step",
+           nullable=True, required=False),
+    Column("teacher_topk_ids", pa.list_(I32), "the teacher's top-k token ids at this position (support=topk)",
+           nullable=True, required=False),
+    Column("teacher_topk_logprobs", pa.list_(F32), "log-probs of teacher_topk_ids (support=topk)", nullable=True,
+           required=False),
+)
+
 ORACLE_TOKEN_COLUMNS: tuple[Column, ...] = (
     Column("oracle_token", I32, "the oracle's correct token at this slot given the prefix (-1 past the answer)"),
     Column("oracle_teacher_correct", pa.bool_(), "teacher argmax equals the oracle's next token"),
     Column("oracle_student_correct", pa.bool_(), "sampled token equals the oracle's next token"),
     Column("oracle_prefix_ok", pa.bool_(), "the prefix y_<t is error-free so far"),
 )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Supports. What a dataset can hold depends on what scored it: drift itself (full vocabulary), a top-k list of the
+# teacher (vLLM prompt_logprobs), or the sampled token only (every framework's dump). Columns a support cannot give
+# are absent, never zero.
+
+#: ``full``: drift scored both models over the whole vocabulary; ``topk``: the teacher's top-k list per position
+#: (its rank of y_t and its argmax are known, no full-vocab KL or entropy); ``sampled``: log-probs of y_t only.
+SUPPORTS: tuple[str, ...] = ("full", "topk", "sampled")
+
+#: Columns that need both models' whole next-token distribution (``support = full``).
+FULL_VOCAB_COLUMNS: tuple[str, ...] = ("kl_reverse", "kl_forward", "student_entropy", "teacher_entropy",
+                                       "argmax_agree", "topk_overlap")
+#: Columns that need the teacher's ranking (``support`` full or topk).
+TOPK_COLUMNS: tuple[str, ...] = ("teacher_rank", "teacher_top1")
+#: Columns that need a teacher's log-prob of y_t (absent when a format dumps no teacher, e.g. NeMo RL without
+#: ``--advantages distillation``).
+TEACHER_COLUMNS: tuple[str, ...] = ("teacher_logprob", "advantage", "k1", "k3", "prefix_logratio", "cum_abs_gap",
+                                    "cum_abs_gap_frac", "teacher_prefix_logprob")
+
+
+def required_token_columns(support: str = "full", *, teacher: bool = True) -> list[str]:
+    """The token columns a dataset of ``support`` must have (``teacher``: it holds teacher log-probs)."""
+    if support not in SUPPORTS:
+        raise ValueError(f"support must be one of {SUPPORTS}, got {support!r}")
+    drop = set()
+    if support != "full":
+        drop |= set(FULL_VOCAB_COLUMNS)
+    if support == "sampled":
+        drop |= set(TOPK_COLUMNS)
+    if not teacher:
+        drop |= set(TEACHER_COLUMNS) | set(TOPK_COLUMNS)
+    return [c.name for c in TOKEN_COLUMNS if c.required and c.name not in drop]
+
+
+def support_hint(column: str, support: str, *, teacher: bool = True) -> str | None:
+    """Why ``column`` is absent from a dataset of ``support``, and the command that adds it; None if it should be
+    there."""
+    fix = ("re-score the rollouts over the full vocabulary: `drift score --rollouts DATASET --student S --teacher T "
+           "--out DATASET-full`")
+    if column in TEACHER_COLUMNS + TOPK_COLUMNS and not teacher:
+        return (f"{column!r} needs a teacher's log-probs, which this dataset does not hold (the source dumped none); "
+                f"{fix}")
+    if column in FULL_VOCAB_COLUMNS and support != "full":
+        return f"{column!r} needs full-vocabulary scoring; this dataset has support={support!r}: {fix}"
+    if column in TOPK_COLUMNS and support == "sampled":
+        return (f"{column!r} needs the teacher's ranking (top-k or full support); this dataset has support="
+                f"'sampled': {fix}, or merge vLLM prompt_logprobs with `drift import vllm`")
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -212,7 +287,7 @@ def token_schema(*, oracle: bool = False) -> pa.Schema:
 
 
 def validate_schema(schema: pa.Schema, kind: str, *, required: Iterable[str] | None = None,
-                    what: str | None = None) -> None:
+                    what: str | None = None, support: str | None = None) -> None:
     """Check an arrow schema against the drift ``kind`` ("tokens" or "rollouts"); list every problem at once.
 
     Args:
@@ -221,16 +296,26 @@ def validate_schema(schema: pa.Schema, kind: str, *, required: Iterable[str] | N
         required: only these columns are required and type-checked (default: every column of ``kind`` is
             required and every known column present is type-checked). Extra columns are always allowed.
         what: how to name the checked object in the error (e.g. a path).
+        support: the dataset's support (default: the ``support`` in the schema's drift metadata, else ``full``);
+            token columns its support cannot give are not required (:func:`required_token_columns`).
 
     Raises:
         SchemaError: naming every missing column and every column whose type family is wrong.
     """
-    columns = {"tokens": TOKEN_COLUMNS + ORACLE_TOKEN_COLUMNS, "rollouts": ROLLOUT_COLUMNS}.get(kind)
+    columns = {"tokens": TOKEN_COLUMNS + ORACLE_TOKEN_COLUMNS + IMPORT_TOKEN_COLUMNS,
+               "rollouts": ROLLOUT_COLUMNS}.get(kind)
     if columns is None:
         raise ValueError(f"kind must be 'tokens' or 'rollouts', got {kind!r}")
     by_name = {c.name: c for c in columns}
     base = TOKEN_COLUMNS if kind == "tokens" else ROLLOUT_COLUMNS
-    need = list(required) if required is not None else [c.name for c in base if c.required]
+    if required is not None:
+        need = list(required)
+    elif kind == "tokens":
+        meta = read_drift_metadata(schema)
+        need = required_token_columns(support or meta.get("support") or "full",
+                                      teacher=bool(meta.get("has_teacher", True)))
+    else:
+        need = [c.name for c in base if c.required]
     problems: list[str] = []
     present = {f.name: f for f in schema}
     for name in need:

@@ -45,7 +45,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from drift.errors import DamagedPartError, DatasetError, DatasetExistsError, DriftError, SchemaError
-from drift.schema import read_drift_metadata, validate_schema
+from drift.schema import read_drift_metadata, validate_schema, with_drift_metadata
 
 __all__ = ["DatasetWriter", "DriftDataset", "IfExists", "PartProblem", "open_dataset", "repair_command"]
 
@@ -203,6 +203,7 @@ def _manifest_items(manifest: Mapping[str, Any], tables: Iterable[str]) -> tuple
 _COMMANDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "collect": ("drift.collect.config", "CollectConfig", ()),
     "score": ("drift.collect.config", "ScoreConfig", ()),
+    "import": ("drift.ingest.config", "ImportConfig", ("source", "path")),
     "probe": ("drift.probe.config", "ProbeConfig", ("dataset",)),
 }
 
@@ -437,9 +438,22 @@ class DatasetWriter:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
 
-    def write_part(self, index: int, rollouts: pa.Table | None = None, tokens: pa.Table | None = None,
-                   **tables: pa.Table) -> None:
-        """Write part ``index`` (every table of the dataset) atomically and record it in the manifest."""
+    def set_config(self, config: Mapping[str, Any]) -> None:
+        """Replace the ``config.json`` payload (e.g. with checks made after construction) before the first part.
+
+        Raises:
+            DatasetError: the dataset is already on disk (its config.json is written once).
+        """
+        if self._on_disk:
+            raise DatasetError(f"{self.root}: config.json is already written; it cannot change mid-run")
+        self._config_text = json.dumps(dict(config), indent=2, default=str) + "\n"
+
+    def write_part(self, index: int, rollouts: pa.Table | None = None, tokens: pa.Table | None = None, *,
+                   info: Mapping[str, Any] | None = None, **tables: pa.Table) -> None:
+        """Write part ``index`` (every table of the dataset) atomically and record it in the manifest.
+
+        ``info`` (JSON-able) is stored in the part's manifest entry, e.g. the source file an import read it from.
+        """
         if index in self.completed_parts:
             raise DatasetError(f"part {index} of {self.root} is already written")
         given = {k: v for k, v in {"rollouts": rollouts, "tokens": tokens, **tables}.items() if v is not None}
@@ -447,7 +461,9 @@ class DatasetWriter:
             raise DatasetError(f"part {index}: expected tables {sorted(self.tables)}, got {sorted(given)}")
         for name in ("rollouts", "tokens"):
             if name in given:
-                validate_schema(given[name].schema, name, what=f"{name} of part {index}")
+                # the writer's metadata says the support, hence which token columns must be there
+                validate_schema(with_drift_metadata(given[name].schema, self.metadata), name,
+                                what=f"{name} of part {index}")
         self._materialize()
         entry: dict[str, Any] = {"index": index}
         # tokens first, rollouts last: a part is only listed once all its files are in place anyway
@@ -457,6 +473,8 @@ class DatasetWriter:
             entry[name] = rel
         counts = {f"n_{name}": t.num_rows for name, t in given.items()}
         entry.update(counts, written=_now())
+        if info:
+            entry.update(dict(info))
         self.manifest["parts"].append(entry)
         self.manifest["parts"].sort(key=lambda p: p["index"])
         for key in counts:

@@ -19,7 +19,9 @@ from drift import __version__
 from drift.errors import DriftError
 
 # Subcommand modules, in the order they appear in `drift --help`.
-COMMANDS: tuple[str, ...] = ("collect", "score", "fit", "schedule", "probe", "train", "report")
+COMMANDS: tuple[str, ...] = ("collect", "score", "import", "fit", "schedule", "probe", "train", "report")
+# Commands whose module name differs (``import`` is a Python keyword).
+_MODULES: dict[str, str] = {"import": "ingest"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,9 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         try:
-            module = importlib.import_module(f"drift.cli.{name}")
+            module = importlib.import_module(f"drift.cli.{_MODULES.get(name, name)}")
         except ModuleNotFoundError as exc:  # a stage not built yet must not break the others
-            if exc.name == f"drift.cli.{name}":
+            if exc.name == f"drift.cli.{_MODULES.get(name, name)}":
                 continue
             raise
         module.register(sub)

@@ -83,26 +83,31 @@ def iter_jsonl(path: str | os.PathLike[str], problems: list[str]) -> Iterator[tu
         raise InputFormatError(f"{p} is a folder, not a JSON Lines file; pass the .jsonl file itself")
     if not p.exists():
         raise InputFormatError(f"{p} does not exist")
-    with open(p, encoding="utf-8") as fh:
-        try:
-            lines = fh.readlines()
-        except UnicodeDecodeError as exc:
-            raise InputFormatError(
-                f"{p} is not UTF-8 text (byte {exc.start}: {exc.reason}); JSON Lines files must be UTF-8. "
-                f"Re-encode it, e.g. `iconv -f latin1 -t utf-8 {p.name} > fixed.jsonl`."
-            ) from None
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            problems.append(f"line {lineno}: not valid JSON ({exc.msg})")
-            continue
-        if not isinstance(obj, dict):
-            problems.append(f"line {lineno}: expected a JSON object, got {type(obj).__name__}")
-            continue
-        yield lineno, obj
+    with open(p, encoding="utf-8") as fh:  # streamed line by line: step logs run to gigabytes
+        lineno = 0
+        while True:
+            try:
+                line = fh.readline()
+            except UnicodeDecodeError as exc:
+                raise InputFormatError(
+                    f"{p} is not UTF-8 text (after line {lineno}, byte {exc.start}: {exc.reason}); JSON Lines files "
+                    f"must be UTF-8. Re-encode it, e.g. `iconv -f latin1 -t utf-8 {p.name} > fixed.jsonl`."
+                ) from None
+            if not line:
+                return
+            lineno += 1
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                cut = "" if line.endswith("\n") else " (the last line has no newline: the file was cut off?)"
+                problems.append(f"line {lineno}: not valid JSON ({exc.msg}){cut}")
+                continue
+            if not isinstance(obj, dict):
+                problems.append(f"line {lineno}: expected a JSON object, got {type(obj).__name__}")
+                continue
+            yield lineno, obj
 
 
 def raise_input_problems(path: str | os.PathLike[str], problems: list[str]) -> None:

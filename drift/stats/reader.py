@@ -24,7 +24,7 @@ import pandas as pd
 import pyarrow as pa
 
 from drift.errors import DatasetError, SchemaError
-from drift.schema import ROLLOUT_KEY, validate_schema
+from drift.schema import ROLLOUT_KEY, read_drift_metadata, support_hint, validate_schema
 from drift.store import DriftDataset, open_dataset
 
 __all__ = ["ROLLOUT_KEY", "TokenSource", "numeric_columns", "open_tokens"]
@@ -116,8 +116,11 @@ def _schema_problems(schema: pa.Schema, required: Sequence[str], metrics: Sequen
         problems.append(f"metric {m!r} is a {present[m].type} column; metrics must be numeric (int, float, bool)")
     if missing_metrics or wrong_type:
         avail = ", ".join(numeric_columns(schema)) or "none"
+        meta = read_drift_metadata(schema)
+        support, teacher = meta.get("support") or "full", bool(meta.get("has_teacher", True))
         for m in missing_metrics:
-            problems.append(f"unknown metric {m!r}: no such column")
+            hint = support_hint(m, support, teacher=teacher)
+            problems.append(f"metric {hint}" if hint else f"unknown metric {m!r}: no such column")
         problems.append(f"numeric columns available as metrics (pass one to --metric): {avail}")
     return problems
 

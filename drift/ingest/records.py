@@ -1,0 +1,223 @@
+"""One imported rollout, and how a list of them becomes drift's rollouts and tokens tables.
+
+Every reader (:mod:`drift.ingest.slime`, ``nemo_rl``, ``tokens``, ``vllm``, ...) turns its source into
+:class:`ImportedRollout` objects: token ids plus whatever per-token log-probs the source really holds. Nothing is
+invented: a column the source cannot give is absent from the written tables, never zero. The teacher-dependent
+columns (advantage, k1, k3, S_t, C_t, C_t/C_T, prefix log-likelihoods) are always *recomputed* from the two
+log-prob columns by :func:`drift.collect.scoring.derived_metrics`, the same code ``drift collect`` uses, so an
+imported dataset's signs and conventions are drift's whatever the source's were.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from drift.errors import InputFormatError
+from drift.schema import IMPORT_TOKEN_COLUMNS, ROLLOUT_SCHEMA, TOKEN_COLUMNS, make_prompt_key
+
+__all__ = ["ImportedRollout", "build_import_tables", "check_lengths"]
+
+
+@dataclass
+class ImportedRollout:
+    """One rollout as a source holds it. Arrays are response-long (one entry per response token).
+
+    Attributes:
+        prompt_ids: the prompt's token ids (template tokens included, as the source fed them).
+        response_ids: the response's token ids (EOS included when the source kept it).
+        student_logprob: log S(y_t) from the trainer-side forward (None: the source has none).
+        teacher_logprob: log T(y_t) (None: the source has none, e.g. NeMo RL without pure-distillation advantages).
+        rollout_logprob: log-prob of y_t under the sampler (vLLM/SGLang), if dumped.
+        step: the training step the rollout was scored at.
+        prompt_id: the source's prompt id; None when it has none (the prompt key is then a hash of prompt_ids).
+        sample_id: index of the rollout among its prompt's rollouts at this step (None: order of appearance).
+        loss_mask: whether the source trained on each response token (None: all).
+        reward, finished, truncated: rollout-level facts, when known.
+        prompt_text, response_text: the text, when the source holds it (else decoded with the tokenizer, if any).
+        teacher_id, teacher_revision: which teacher scored this rollout.
+        teacher_rank: 0-based rank of y_t under the teacher (top-k support), -1 where unknown.
+        teacher_topk_ids, teacher_topk_logprobs: the teacher's top-k list per position (top-k support).
+        source: where it came from, for error messages (``file:line``, ``file#sample``).
+    """
+
+    prompt_ids: list[int]
+    response_ids: list[int]
+    student_logprob: np.ndarray | None = None
+    teacher_logprob: np.ndarray | None = None
+    rollout_logprob: np.ndarray | None = None
+    step: int = 0
+    prompt_id: str | None = None
+    sample_id: int | None = None
+    loss_mask: np.ndarray | None = None
+    reward: float | None = None
+    finished: bool | None = None
+    truncated: bool | None = None
+    prompt_text: str | None = None
+    response_text: str | None = None
+    teacher_id: str | None = None
+    teacher_revision: str | None = None
+    teacher_rank: np.ndarray | None = None
+    teacher_topk_ids: list[list[int]] | None = None
+    teacher_topk_logprobs: list[list[float]] | None = None
+    source: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+_PER_TOKEN = ("student_logprob", "teacher_logprob", "rollout_logprob", "loss_mask", "teacher_rank",
+              "teacher_topk_ids", "teacher_topk_logprobs")
+
+
+def check_lengths(r: ImportedRollout) -> list[str]:
+    """Problems of one rollout: per-token arrays whose length is not the response's, non-finite log-probs."""
+    n = len(r.response_ids)
+    problems = []
+    for name in _PER_TOKEN:
+        v = getattr(r, name)
+        if v is not None and len(v) != n:
+            problems.append(f"{r.source}: {name} has {len(v)} entries but the response has {n} tokens")
+    for name in ("student_logprob", "teacher_logprob", "rollout_logprob"):
+        v = getattr(r, name)
+        if v is not None and len(v) == n:
+            a = np.asarray(v, dtype=np.float64)
+            if not np.isfinite(a).all():
+                problems.append(f"{r.source}: {name} holds {int((~np.isfinite(a)).sum())} non-finite value(s)")
+            elif (a > 1e-3).any():
+                problems.append(f"{r.source}: {name} holds positive values (max {a.max():.3g}); log-probs are <= 0 "
+                                "(is this a KL or an advantage column instead?)")
+    return problems
+
+
+def _sample_ids(rows: Sequence[ImportedRollout], keys: Sequence[str], seen: dict[tuple[Any, ...], int]) -> list[int]:
+    """Sample ids: the source's, else order of appearance per (step, prompt key), counted across chunks."""
+    out = []
+    for r, key in zip(rows, keys, strict=True):
+        k = (r.step, key)
+        if r.sample_id is not None:
+            out.append(int(r.sample_id))
+            seen[k] = max(seen.get(k, 0), int(r.sample_id) + 1)
+        else:
+            out.append(seen.get(k, 0))
+            seen[k] = out[-1] + 1
+    return out
+
+
+def build_import_tables(rows: Sequence[ImportedRollout], *, run_id: str, support: str, tokenizer: Any = None,
+                        seen: dict[tuple[Any, ...], int] | None = None) -> tuple[pa.Table, pa.Table]:
+    """The rollouts and tokens tables of imported rollouts (every rollout must hold ``student_logprob``).
+
+    Args:
+        rows: the rollouts of one part.
+        run_id: written to every row (and part of the prompt key).
+        support: ``sampled`` or ``topk`` (topk adds teacher_rank, teacher_top1 and the top-k lists).
+        tokenizer: decodes prompt/response text the source does not hold (None: the text columns are null).
+        seen: sample-id counters shared by the parts of one import (so order-of-appearance ids continue).
+
+    Raises:
+        InputFormatError: a rollout's arrays do not match its response, or rollouts disagree on which columns
+            they hold.
+    """
+    from drift.collect.scoring import derived_metrics
+
+    problems = [p for r in rows for p in check_lengths(r)]
+    missing = [r.source for r in rows if r.student_logprob is None]
+    if missing:
+        problems.append(f"{len(missing)} rollout(s) hold no student log-probs, e.g. {missing[0]}")
+    has = {name: [getattr(r, name) is not None for r in rows] for name in ("teacher_logprob", "rollout_logprob")}
+    for name, flags in has.items():
+        if any(flags) and not all(flags):
+            problems.append(f"{name}: {sum(flags)} of {len(flags)} rollouts hold it, e.g. not "
+                            f"{rows[flags.index(False)].source}; every rollout of an import must")
+    if problems:
+        shown = problems[:20] + ([f"... and {len(problems) - 20} more"] if len(problems) > 20 else [])
+        raise InputFormatError("imported rollouts are inconsistent:\n  - " + "\n  - ".join(shown))
+    seen = {} if seen is None else seen
+    keys = [make_prompt_key(run_id, r.prompt_id, r.prompt_ids) for r in rows]
+    sample_ids = _sample_ids(rows, keys, seen)
+    lengths = np.array([len(r.response_ids) for r in rows], dtype=np.int64)
+    n = int(lengths.sum())
+
+    def text(value: str | None, ids: Sequence[int]) -> str | None:
+        if value is not None or tokenizer is None:
+            return value
+        return tokenizer.decode(list(ids), skip_special_tokens=False)
+
+    pids = [str(r.prompt_id) if r.prompt_id is not None else k.rsplit("/", 1)[-1] for r, k in zip(rows, keys,
+                                                                                                   strict=True)]
+    roll = []
+    for r, pid, key, sid in zip(rows, pids, keys, sample_ids, strict=True):
+        roll.append({"run_id": run_id, "step": int(r.step), "prompt_id": pid, "sample_id": sid, "prompt_key": key,
+                     "prompt": text(r.prompt_text, r.prompt_ids), "teacher_prompt": None,
+                     "student_prompt_ids": list(map(int, r.prompt_ids)),
+                     "teacher_prompt_ids": list(map(int, r.prompt_ids)),
+                     "response_ids": list(map(int, r.response_ids)),
+                     "response_text": text(r.response_text, r.response_ids), "response_len": len(r.response_ids),
+                     "finished": bool(r.finished) if r.finished is not None else False,
+                     "truncated": bool(r.truncated) if r.truncated is not None else False,
+                     "reward": None if r.reward is None else float(r.reward), "answer": None})
+    rollouts = pa.Table.from_pylist(roll, schema=ROLLOUT_SCHEMA)
+
+    def rep(values: Sequence[Any]) -> list[Any]:
+        return np.repeat(np.array(list(values), dtype=object), lengths).tolist()
+
+    def cat(name: str, dtype: Any) -> np.ndarray:
+        return np.concatenate([np.asarray(getattr(r, name), dtype=dtype) for r in rows]) if n else \
+            np.zeros(0, dtype)
+
+    position = np.concatenate([np.arange(k, dtype=np.int32) for k in lengths]) if n else np.zeros(0, np.int32)
+    response_len = np.repeat(lengths, lengths).astype(np.int32)
+    cols: dict[str, Any] = {
+        "run_id": rep([run_id] * len(rows)), "step": np.repeat([int(r.step) for r in rows], lengths).astype(np.int64),
+        "prompt_id": rep(pids), "sample_id": np.repeat(sample_ids, lengths).astype(np.int64),
+        "prompt_key": rep(keys), "position": position, "response_len": response_len,
+        "rel_position": position / np.maximum(response_len, 1).astype(np.float64),
+        "token_id": cat("response_ids", np.int32),
+        "student_logprob": cat("student_logprob", np.float32),
+    }
+    teacher = bool(rows) and all(has["teacher_logprob"])
+    if teacher:
+        cols["teacher_logprob"] = cat("teacher_logprob", np.float32)
+        d = derived_metrics(cols["student_logprob"], cols["teacher_logprob"], lengths.tolist())
+        for k in ("advantage", "k1", "k3"):
+            cols[k] = d[k].astype(np.float32)
+        if support == "topk":
+            rank = cat("teacher_rank", np.int32)
+            cols["teacher_rank"] = rank
+            cols["teacher_top1"] = rank == 0
+        for k in ("prefix_logratio", "cum_abs_gap", "cum_abs_gap_frac", "student_prefix_logprob",
+                  "teacher_prefix_logprob"):
+            cols[k] = d[k].astype(np.float64)
+    else:
+        import torch
+
+        from drift.collect.metrics import exclusive_cumsum
+
+        s = torch.as_tensor(cols["student_logprob"], dtype=torch.float32)
+        prefix = [exclusive_cumsum(x.unsqueeze(0), torch.ones(1, len(x), dtype=torch.bool))[0].numpy()
+                  for x in torch.split(s, lengths.tolist())]
+        cols["student_prefix_logprob"] = np.concatenate(prefix).astype(np.float64) if n else np.zeros(0)
+    cols["finished"] = np.repeat([r["finished"] for r in roll], lengths)
+    cols["truncated"] = np.repeat([r["truncated"] for r in roll], lengths)
+    cols["reward"] = rep([r["reward"] for r in roll])
+    extra: dict[str, Any] = {}
+    if rows and all(has["rollout_logprob"]):
+        extra["rollout_logprob"] = cat("rollout_logprob", np.float32)
+    if any(r.loss_mask is not None for r in rows):
+        extra["loss_mask"] = np.concatenate([np.asarray(r.loss_mask, dtype=bool) if r.loss_mask is not None else
+                                             np.ones(len(r.response_ids), bool) for r in rows]) if n else \
+            np.zeros(0, bool)
+    for name in ("teacher_id", "teacher_revision"):
+        if any(getattr(r, name) is not None for r in rows):
+            extra[name] = rep([getattr(r, name) for r in rows])
+    if support == "topk" and teacher:
+        extra["teacher_topk_ids"] = [list(map(int, k)) for r in rows for k in (r.teacher_topk_ids or [])]
+        extra["teacher_topk_logprobs"] = [list(map(float, k)) for r in rows for k in (r.teacher_topk_logprobs or [])]
+    fields = [pa.field(c.name, c.type, nullable=c.nullable) for c in TOKEN_COLUMNS if c.name in cols]
+    fields += [pa.field(c.name, c.type, nullable=c.nullable) for c in IMPORT_TOKEN_COLUMNS if c.name in extra]
+    data = {**cols, **extra}
+    tokens = pa.Table.from_pydict({f.name: data[f.name] for f in fields}, schema=pa.schema(fields))
+    return rollouts, tokens

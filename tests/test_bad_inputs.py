@@ -62,6 +62,11 @@ def ws(tmp_path_factory):
     (root / "rollouts_bad.jsonl").write_text('{"prompt": "w1"}\n')  # no response
     (root / "rollouts_long.jsonl").write_text(json.dumps({"prompt": "w1", "response": " ".join(["w3"] * 30)})
                                               + "\n")
+    (root / "tokens_bad.jsonl").write_text(json.dumps({"prompt_ids": [1, 7], "response_ids": [8, 9],
+                                                       "student_logprobs": [-1.0]}) + "\n")
+    (root / "evil.pt").write_bytes(_pickled_object())
+    (root / "slime_dump" / "train_data").mkdir(parents=True)
+    (root / "slime_dump" / "train_data" / "0.pt").write_bytes(b"PK\x03\x04 cut off")
     (root / "prompt_dir").mkdir()
     (root / "a_file").write_text("not a folder\n")
     (root / "bad_schedule.json").write_text('{"kind": "no_such_kind"}\n')
@@ -77,6 +82,18 @@ def ws(tmp_path_factory):
     part = sorted((dropped / "tokens").glob("part-*.parquet"))[0]
     pq.write_table(pq.read_table(part).drop_columns(["kl_reverse"]), part)
     return root
+
+
+def _pickled_object() -> bytes:
+    """A torch.save file holding an object a safe load refuses (as a malicious dump would)."""
+    import io
+    from fractions import Fraction
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save({"samples": [Fraction(1, 3)]}, buf)
+    return buf.getvalue()
 
 
 def _fail(ws: Path, capsys, argv: list[str], error: str, phrase: str, *, out: Path | None = None) -> str:
@@ -227,6 +244,46 @@ def test_score_jsonl_malformed(ws, capsys):
 def test_score_response_beyond_context(ws, capsys):
     _fail(ws, capsys, _score(ws, "rollouts_long.jsonl", ws / "short_context"), "PromptTooLongError",
           "context of 16 tokens", out=ws / "new_out")
+
+
+# ----------------------------------------------------------------------------------------------------- import
+
+def test_import_path_missing(ws, capsys):
+    _fail(ws, capsys, ["import", "tokens", str(ws / "nope.jsonl"), "--out", str(ws / "new_out"), *NO_PROGRESS],
+          "InputFormatError", "does not exist", out=ws / "new_out")
+
+
+def test_import_misaligned_logprobs(ws, capsys):
+    _fail(ws, capsys, ["import", "tokens", str(ws / "tokens_bad.jsonl"), "--out", str(ws / "new_out"),
+                       *NO_PROGRESS], "InputFormatError", "line 1: 'student_logprobs' has 1 entries",
+          out=ws / "new_out")
+
+
+def test_import_completions_without_models(ws, capsys):
+    _fail(ws, capsys, ["import", "completions", str(ws / "prompt_dir"), "--out", str(ws / "new_out")],
+          "ConfigError", "--format trl, verl or swift", out=ws / "new_out")
+
+
+def test_import_flag_of_another_source(ws, capsys):
+    _fail(ws, capsys, ["import", "tokens", str(ws / "tokens_bad.jsonl"), "--advantages", "distillation", "--out",
+                       str(ws / "new_out")], "ConfigError", "--advantages is for `drift import nemo-rl`",
+          out=ws / "new_out")
+
+
+def test_import_pickle_needs_consent(ws, capsys):
+    from fractions import Fraction
+
+    from drift.errors import InputFormatError
+    from drift.ingest.torchload import load_pt
+
+    with pytest.raises(InputFormatError, match="--allow-pickle"):
+        load_pt(ws / "evil.pt")
+    assert load_pt(ws / "evil.pt", allow_pickle=True)["samples"][0] == Fraction(1, 3)
+
+
+def test_import_truncated_pt(ws, capsys):
+    _fail(ws, capsys, ["import", "slime", str(ws / "slime_dump"), "--out", str(ws / "new_out"), *NO_PROGRESS],
+          "InputFormatError", "0.pt", out=ws / "new_out")
 
 
 # ------------------------------------------------------------------------------------------------------ probe

@@ -75,13 +75,6 @@ def read_rollouts(path: str | os.PathLike[str], tokenizer: Any, *, chat: str = "
     return rows
 
 
-def _ids(value: Any, where: str, problems: list[str]) -> list[int] | None:
-    if isinstance(value, list) and all(isinstance(x, int) and x >= 0 for x in value):
-        return list(value)
-    problems.append(f"{where}: must be a list of non-negative integers")
-    return None
-
-
 def _row_from_obj(obj: Any, lineno: int, tokenizer: Any, chat: str, problems: list[str]) -> dict[str, Any] | None:
     pid = str(obj.get("prompt_id", obj.get("id", lineno - 1)))
     base: dict[str, Any] = {"prompt_id": pid, "answer": obj.get("answer"), "reward": obj.get("reward"),
@@ -91,12 +84,13 @@ def _row_from_obj(obj: Any, lineno: int, tokenizer: Any, chat: str, problems: li
         if key in obj:
             base[key] = obj[key]
     if "prompt_ids" in obj or "response_ids" in obj:
-        s_ids = _ids(obj.get("prompt_ids"), f"line {lineno} 'prompt_ids'", problems)
-        r_ids = _ids(obj.get("response_ids"), f"line {lineno} 'response_ids'", problems)
-        t_ids = _ids(obj["teacher_prompt_ids"], f"line {lineno} 'teacher_prompt_ids'", problems) \
-            if obj.get("teacher_prompt_ids") is not None else s_ids
-        if s_ids is None or r_ids is None or t_ids is None:
+        from drift.ingest.tokens import parse_ids_record  # the one reader of token-id records
+
+        rec = parse_ids_record(obj, f"line {lineno}", problems)
+        if rec is None:
             return None
+        s_ids, r_ids = rec["prompt_ids"], rec["response_ids"]
+        t_ids = rec["teacher_prompt_ids"] if rec["teacher_prompt_ids"] is not None else s_ids
         s_text = tokenizer.decode(s_ids, skip_special_tokens=False)
         t_text = None if t_ids == s_ids else tokenizer.decode(t_ids, skip_special_tokens=False)
         source = None

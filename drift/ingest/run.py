@@ -325,6 +325,7 @@ def _write(writer: DatasetWriter, pending: tuple[int, list[ImportedRollout]], re
                                            seen=seen)
     if (rel, j) in done:
         return next_index
+    tokens = _conform(tokens, _reference_columns(writer), rel)
     if "k1" in tokens.column_names:
         keys = tokens.column("prompt_key").to_numpy(zero_copy_only=False)
         k1 = tokens.column("k1").to_numpy().astype(np.float64)
@@ -335,6 +336,40 @@ def _write(writer: DatasetWriter, pending: tuple[int, list[ImportedRollout]], re
     writer.write_part(next_index, rollouts, tokens,
                       info={"source": {"file": rel, "chunk": j, "last": last, **stamp, "n_rollouts": len(chunk)}})
     return next_index + 1
+
+
+def _reference_columns(writer: DatasetWriter) -> list[str] | None:
+    """The token columns of the parts already written (every part of a dataset must have the same)."""
+    import pyarrow.parquet as pq
+
+    parts = writer.manifest["parts"]
+    return pq.read_schema(writer.root / parts[0]["tokens"]).names if parts else None
+
+
+def _conform(tokens: Any, reference: list[str] | None, rel: str) -> Any:
+    """``tokens`` with the reference's columns: optional per-row columns a later file lacks are filled (nulls;
+    ``loss_mask`` True), a column a later file adds is refused (DuckDB reads every part with one schema)."""
+    import pyarrow as pa
+
+    from drift.schema import IMPORT_TOKEN_COLUMNS
+
+    if reference is None or tokens.column_names == reference:
+        return tokens
+    fill = {c.name: c for c in IMPORT_TOKEN_COLUMNS}
+    extra = [c for c in tokens.column_names if c not in reference]
+    lacking = [c for c in reference if c not in tokens.column_names]
+    bad = [c for c in lacking if c not in fill]
+    if extra or bad:
+        raise InputFormatError(
+            f"{rel} holds different fields than the files imported before it (it adds {extra or 'none'}, lacks "
+            f"{bad or 'none'}); every part of a dataset has the same columns. Import such files into separate "
+            "--out folders.")
+    n = tokens.num_rows
+    for name in lacking:
+        col = fill[name]
+        value = pa.array([True] * n, col.type) if name == "loss_mask" else pa.nulls(n, col.type)
+        tokens = tokens.append_column(pa.field(name, col.type, nullable=col.nullable or name != "loss_mask"), value)
+    return tokens.select(reference)
 
 
 def default_step(cfg: ImportConfig) -> int:

@@ -19,6 +19,7 @@ Memory is one file's rollouts at most (a ``.pt`` dump is loaded whole; jsonl is 
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import warnings
@@ -312,7 +313,9 @@ def run_import(plan: SourcePlan, cfg: ImportConfig, *, student: Any = None, teac
                       stacklevel=2)
     if not writer.completed_parts:
         raise InputFormatError(f"{plan.root}: the {plan.format} files hold no rollouts")
-    writer.close("complete", checks={**checks, "sign": sign}, source_format=plan.format)
+    # what the reader found while reading (dropped samples, skipped files): config.json was written with part 0
+    writer.close("complete", checks={**checks, "sign": sign}, source_format=plan.format,
+                 source_notes=json.loads(json.dumps(plan.notes, default=str)))
     log.info("imported %d new part(s) from %d file(s) into %s", n_written, len(plan.files), cfg.out)
     return open_dataset(writer.root)
 

@@ -43,8 +43,10 @@ class ImportConfig:
     run_id: str | None = opt(None, "run identifier (default: the output folder's name)")
     teacher_id: str | None = opt(None, "name of the teacher that scored the source (recorded per row)")
     teacher_revision: str | None = opt(None, "the teacher's revision / checkpoint (recorded per row)")
-    temperature: float | None = opt(None, "temperature the source's log-probs were computed at, when known (slime "
-                                          "passes the rollout temperature to its SGLang teacher; verl forces 1.0)")
+    temperature: float | None = opt(None, "temperature the source's log-probs were computed at, when known; the "
+                                          "re-score check divides the logits by it (slime and NeMo RL score the "
+                                          "student, and slime its SGLang teacher, at the rollout temperature; verl "
+                                          "forces 1.0)")
     chat_template: str = opt("auto", "completions only: how prompt text is rendered when it lacks the template: "
                                      "auto, always, never", choices=CHAT_MODES)
     allow_pickle: bool = opt(False, "load .pt dumps with full unpickling (weights_only=False). This EXECUTES CODE "

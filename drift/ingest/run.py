@@ -262,7 +262,7 @@ def run_import(plan: SourcePlan, cfg: ImportConfig, *, student: Any = None, teac
                            identity=_identity(plan, cfg))
     done, complete = _done_parts(writer, plan)
     next_index = max(writer.completed_parts, default=-1) + 1
-    seen: dict[tuple[Any, ...], int] = {}
+    seen = _seen_sample_ids(writer)
     sums: dict[str, tuple[float, int]] = {}
     checked = (student is None and teacher is None) or cfg.check_rollouts == 0 or bool(done)
     bar = make_progress(len(plan.files), f"import {plan.format}", unit="file", enabled=cfg.scoring.progress)
@@ -324,10 +324,10 @@ def _write(writer: DatasetWriter, pending: tuple[int, list[ImportedRollout]], re
            last: bool, done: dict[tuple[str, int], int], next_index: int, run_id: str, plan: SourcePlan,
            seen: dict[tuple[Any, ...], int], sums: dict[str, tuple[float, int]]) -> int:
     j, chunk = pending
-    rollouts, tokens = build_import_tables(chunk, run_id=run_id, support=plan.support, tokenizer=plan.tokenizer,
-                                           seen=seen)
     if (rel, j) in done:
         return next_index
+    rollouts, tokens = build_import_tables(chunk, run_id=run_id, support=plan.support, tokenizer=plan.tokenizer,
+                                           seen=seen)
     tokens = _conform(tokens, _reference_columns(writer), rel)
     if "k1" in tokens.column_names:
         keys = tokens.column("prompt_key").to_numpy(zero_copy_only=False)
@@ -339,6 +339,20 @@ def _write(writer: DatasetWriter, pending: tuple[int, list[ImportedRollout]], re
     writer.write_part(next_index, rollouts, tokens,
                       info={"source": {"file": rel, "chunk": j, "last": last, **stamp, "n_rollouts": len(chunk)}})
     return next_index + 1
+
+
+def _seen_sample_ids(writer: DatasetWriter) -> dict[tuple[Any, ...], int]:
+    """Order-of-appearance sample-id counters after the parts already written (a resume continues them, so new
+    ids never collide with stored ones)."""
+    import pyarrow.parquet as pq
+
+    seen: dict[tuple[Any, ...], int] = {}
+    for p in writer.manifest["parts"]:
+        t = pq.read_table(writer.root / p["rollouts"], columns=["step", "prompt_key", "sample_id"]).to_pylist()
+        for r in t:
+            k = (int(r["step"]), r["prompt_key"])
+            seen[k] = max(seen.get(k, 0), int(r["sample_id"]) + 1)
+    return seen
 
 
 def _reference_columns(writer: DatasetWriter) -> list[str] | None:

@@ -108,14 +108,18 @@ def _metadata(cfg: Any, models: _Models, run_id: str, sampling: dict[str, Any] |
     }
 
 
-def build_tables(rows: Sequence[dict[str, Any]], scores: Sequence[dict[str, np.ndarray]], *, step: int,
+def build_tables(rows: Sequence[dict[str, Any]], scores: Sequence[dict[str, np.ndarray]], *, step: int | None,
                  world: Any | None = None, tokenizer: Any | None = None) -> tuple[pa.Table, pa.Table]:
-    """Turn rollout rows and their per-token scores into the rollouts and tokens arrow tables."""
+    """Turn rollout rows and their per-token scores into the rollouts and tokens arrow tables.
+
+    ``step`` labels every row; None keeps each row's own ``step`` (an import of text dumps spanning steps).
+    """
     rows = [r if r.get("prompt_key") else {**r, "prompt_key": make_prompt_key(r["run_id"], None,
                                                                               r["student_prompt_ids"])}
             for r in rows]
-    rollouts = pa.Table.from_pylist([{**{c: r.get(c) for c in ROLLOUT_SCHEMA.names}, "step": step} for r in rows],
-                                    schema=ROLLOUT_SCHEMA)
+    steps = [int(r["step"]) if step is None else step for r in rows]
+    rollouts = pa.Table.from_pylist([{**{c: r.get(c) for c in ROLLOUT_SCHEMA.names}, "step": s}
+                                     for r, s in zip(rows, steps, strict=True)], schema=ROLLOUT_SCHEMA)
     if rows and "source_prompt" in rows[0]:
         rollouts = rollouts.append_column("source_prompt", pa.array([r.get("source_prompt") for r in rows],
                                                                     pa.string()))
@@ -131,7 +135,8 @@ def build_tables(rows: Sequence[dict[str, Any]], scores: Sequence[dict[str, np.n
     token_id = np.concatenate([np.asarray(r["response_ids"], dtype=np.int32) for r in rows]) if n else \
         np.zeros(0, np.int32)
     cols: dict[str, Any] = {
-        "run_id": rep("run_id"), "step": np.full(n, step, dtype=np.int64), "prompt_id": rep("prompt_id"),
+        "run_id": rep("run_id"), "step": np.repeat(np.asarray(steps, dtype=np.int64), lengths),
+        "prompt_id": rep("prompt_id"),
         "prompt_key": rep("prompt_key"),
         "sample_id": np.repeat([r["sample_id"] for r in rows], lengths).astype(np.int64),
         "position": position, "response_len": response_len,
@@ -168,7 +173,7 @@ def build_tables(rows: Sequence[dict[str, Any]], scores: Sequence[dict[str, np.n
 class _PartWriter:
     """Scores rollout rows of one part and writes them (shared by collect and score)."""
 
-    def __init__(self, models: _Models, opts: ScoringOptions, writer: DatasetWriter, step: int,
+    def __init__(self, models: _Models, opts: ScoringOptions, writer: DatasetWriter, step: int | None,
                  bar: Any) -> None:
         self.models, self.opts, self.writer, self.step, self.bar = models, opts, writer, step, bar
 
@@ -320,7 +325,8 @@ def collect(student: Any, teacher: Any, tokenizer: Any, prompts: Sequence[Prompt
 
 def score(student: Any, teacher: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], config: ScoreConfig, *,
           teacher_tokenizer: Any | None = None, world: Any | None = None,
-          own_tokenizers: dict[str, Any] | None = None) -> DriftDataset:
+          own_tokenizers: dict[str, Any] | None = None, recorded: tuple[str, Any] | None = None,
+          source: dict[str, Any] | None = None, row_steps: bool = False) -> DriftDataset:
     """Score existing rollout rows (rollouts-table dicts) with ``student`` and ``teacher`` into ``config.out``.
 
     Rows need ``prompt_id, sample_id, student_prompt_ids, teacher_prompt_ids, response_ids``; other rollout
@@ -328,8 +334,16 @@ def score(student: Any, teacher: Any, tokenizer: Any, rows: Sequence[dict[str, A
     scoring tokenizer first (:func:`~drift.collect.guards.check_stored_tokenizer`; :func:`score_from_config`
     does).
 
+    Args:
+        recorded: ``(command, config)`` recorded in ``config.json`` and the resume identity instead of
+            ``("score", config)`` (``drift import completions`` records its ``ImportConfig``).
+        source: where the rows came from (format, files, rules), recorded as ``config.json``'s ``source`` block;
+            its ``format`` becomes the parquet metadata ``source_format``.
+        row_steps: every row carries its own ``step`` (labels its token rows) instead of ``config.step``.
+
     Raises:
         PromptTooLongError: a prompt plus its response exceeds the models' context (before anything is written).
+        InputFormatError: no rows, or ``row_steps`` with a row lacking an integer ``step``.
     """
     set_threads(config.scoring.num_threads)
     pair = check_pair(student, teacher, tokenizer, teacher_tokenizer, own_tokenizers=own_tokenizers)
@@ -337,6 +351,9 @@ def score(student: Any, teacher: Any, tokenizer: Any, rows: Sequence[dict[str, A
     rows = [dict(r) for r in rows]
     if not rows:
         raise InputFormatError("no rollouts to score")
+    if row_steps and not all(isinstance(r.get("step"), int) and not isinstance(r["step"], bool) for r in rows):
+        raise InputFormatError("row_steps needs an integer 'step' in every rollout row")
+    command, recorded_cfg = recorded or ("score", config)
     default_run = config.run_id or Path(config.out).name
     for r in rows:
         r["run_id"] = config.run_id or r.get("run_id") or default_run
@@ -356,20 +373,28 @@ def score(student: Any, teacher: Any, tokenizer: Any, rows: Sequence[dict[str, A
                               "models of a longer context.")
     parts = [rows[i: i + config.part_size] for i in range(0, len(rows), config.part_size)]
     inputs_hash = hashlib.sha256(json.dumps(
-        [[r["prompt_id"], r["sample_id"], list(r["response_ids"]), list(r["teacher_prompt_ids"])] for r in rows]
+        [[r["prompt_id"], r["sample_id"], list(r["response_ids"]), list(r["teacher_prompt_ids"]),
+          *([r["step"]] if row_steps else [])] for r in rows]
     ).encode()).hexdigest()[:16]
     run_id = rows[0]["run_id"]
     example = {"prompt_id": rows[0]["prompt_id"], "prompt": rows[0].get("prompt"),
                "teacher_prompt": rows[0].get("teacher_prompt")}
+    metadata = _metadata(config, models, run_id, None)
+    extra: dict[str, Any] = {"rendered_example": rendered_example(example)}
+    if row_steps:
+        metadata["step"] = None  # per row
+    if source is not None:
+        extra["source"] = source
+        metadata["source_format"] = source.get("format")
     writer = DatasetWriter(config.out, if_exists=config.if_exists,  # type: ignore[arg-type]
-                           config=_payload("score", config, models, {"rendered_example": rendered_example(example)}),
-                           n_parts=len(parts), metadata=_metadata(config, models, run_id, None),
-                           identity=_identity("score", config, models, inputs_hash))
+                           config=_payload(command, recorded_cfg, models, extra),
+                           n_parts=len(parts), metadata=metadata,
+                           identity=_identity(command, recorded_cfg, models, inputs_hash))
     pending = [i for i in range(len(parts)) if i not in writer.completed_parts]
     bar = make_progress(sum(len(r["response_ids"]) for i in pending for r in parts[i]), "score: tokens",
                         enabled=config.scoring.progress)
-    return _run_parts(parts, lambda i, part: part, _PartWriter(models, config.scoring, writer, config.step, bar),
-                      writer, config.scoring.self_check)
+    part_writer = _PartWriter(models, config.scoring, writer, None if row_steps else config.step, bar)
+    return _run_parts(parts, lambda i, part: part, part_writer, writer, config.scoring.self_check)
 
 
 def _rerender_teacher(row: dict[str, Any], tokenizer: Any, config: ScoreConfig) -> dict[str, Any]:

@@ -65,6 +65,7 @@ def ws(tmp_path_factory):
     (root / "tokens_bad.jsonl").write_text(json.dumps({"prompt_ids": [1, 7], "response_ids": [8, 9],
                                                        "student_logprobs": [-1.0]}) + "\n")
     (root / "evil.pt").write_bytes(_pickled_object())
+    _token_logs(root, make_tiny_model(0))
     (root / "slime_dump" / "train_data").mkdir(parents=True)
     (root / "slime_dump" / "train_data" / "0.pt").write_bytes(b"PK\x03\x04 cut off")
     (root / "prompt_dir").mkdir()
@@ -94,6 +95,23 @@ def _pickled_object() -> bytes:
     buf = io.BytesIO()
     torch.save({"samples": [Fraction(1, 3)]}, buf)
     return buf.getvalue()
+
+
+def _token_logs(root: Path, model) -> None:
+    """Generic token records scored by ``model`` (the chat model): aligned, shifted by one token, and imported."""
+    from drift.ingest.checks import sampled_logprobs
+
+    good, shifted = [], []
+    for p in range(12):
+        prompt, resp = [1, 7 + p, 20 + p], [30 + p, 40 + p, 50 + p, 60 + p, 2]
+        lp = sampled_logprobs(model, [prompt], [resp])[0].tolist()
+        rec = {"prompt_ids": prompt, "response_ids": resp, "teacher_logprobs": [x - 0.3 for x in lp]}
+        good.append({**rec, "student_logprobs": lp})
+        shifted.append({**rec, "student_logprobs": [*lp[1:], -1.0]})
+    for name, recs in (("tokens_good.jsonl", good), ("tokens_shifted.jsonl", shifted)):
+        (root / name).write_text("".join(json.dumps(r) + "\n" for r in recs))
+    assert main(["import", "tokens", str(root / "tokens_good.jsonl"), "--out", str(root / "imported"),
+                 *NO_PROGRESS]) == 0
 
 
 def _fail(ws: Path, capsys, argv: list[str], error: str, phrase: str, *, out: Path | None = None) -> str:
@@ -279,6 +297,17 @@ def test_import_pickle_needs_consent(ws, capsys):
     with pytest.raises(InputFormatError, match="--allow-pickle"):
         load_pt(ws / "evil.pt")
     assert load_pt(ws / "evil.pt", allow_pickle=True)["samples"][0] == Fraction(1, 3)
+
+
+def test_import_logprobs_shifted_by_one(ws, capsys):
+    _fail(ws, capsys, ["import", "tokens", str(ws / "tokens_shifted.jsonl"), "--student", str(ws / "chat_model"),
+                       "--out", str(ws / "new_out"), *NO_PROGRESS], "AlignmentError", "shifted by one token",
+          out=ws / "new_out")
+
+
+def test_fit_full_vocab_metric_on_a_sampled_import(ws, capsys):
+    _fail(ws, capsys, ["fit", str(ws / "imported"), "--metric", "kl_reverse", "--out", str(ws / "new_out")],
+          "SchemaError", "needs full-vocabulary scoring", out=ws / "new_out")
 
 
 def test_import_truncated_pt(ws, capsys):

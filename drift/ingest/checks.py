@@ -80,8 +80,9 @@ def _check_one(side: str, model: Any, rows: Sequence[ImportedRollout], tolerance
     rows = [r for r in rows if getattr(r, column) is not None and len(r.response_ids) > 1]
     if not rows:
         return {"verdict": "not run", "why": f"no rollout with {column} and more than one token"}
-    ours = sampled_logprobs(model, [r.prompt_ids for r in rows], [r.response_ids for r in rows],
-                            temperature=temperature)
+    # the teacher scored its own prompt (a privileged system turn shifts positions): re-score it on that one
+    prompts = [(r.teacher_prompt_ids or r.prompt_ids) if side == "teacher" else r.prompt_ids for r in rows]
+    ours = sampled_logprobs(model, prompts, [r.response_ids for r in rows], temperature=temperature)
     res = compare_logprobs([getattr(r, column) for r in rows], ours)
     res.update(n_rollouts=len(rows), tolerance=tolerance, sources=[r.source for r in rows[:3]])
     if res["median_abs_diff"] < tolerance:

@@ -75,6 +75,9 @@ class ImportConfig:
         c.positive("temperature", self.temperature, allow_none=True)
         c.check(self.step is None or self.step >= 0, f"step must be >= 0, got {self.step}")
         if self.source == "completions":
+            c.check(self.temperature is None, "completions are scored by drift itself: set its temperature with "
+                                              "--score-temperature, not --temperature (which describes log-probs "
+                                              "a source computed)")
             c.check(self.format is not None, "completions needs --format trl, verl or swift (which trainer wrote "
                                              "the text)")
             for name in ("student", "teacher"):

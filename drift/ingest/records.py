@@ -43,6 +43,12 @@ class ImportedRollout:
         teacher_rank: 0-based rank of y_t under the teacher (top-k support), -1 where unknown.
         teacher_topk_ids, teacher_topk_logprobs: the teacher's top-k list per position (top-k support).
         source: where it came from, for error messages (``file:line``, ``file#sample``).
+        teacher_prompt_ids: the teacher's prompt when it differs from ``prompt_ids`` (a teacher-only system
+            prompt); None: the teacher saw ``prompt_ids``.
+        teacher_prompt_text: the teacher's rendered prompt when it differs (None otherwise).
+        answer: the reference answer, when the source holds one.
+        prompt_key: the cluster key, used verbatim (e.g. kept from an existing drift dataset); None: made from
+            ``prompt_id`` / ``prompt_ids`` by :func:`~drift.schema.make_prompt_key`.
     """
 
     prompt_ids: list[int]
@@ -66,6 +72,10 @@ class ImportedRollout:
     teacher_topk_logprobs: list[list[float]] | None = None
     source: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    teacher_prompt_ids: list[int] | None = None
+    teacher_prompt_text: str | None = None
+    answer: str | None = None
+    prompt_key: str | None = None
 
 
 _PER_TOKEN = ("student_logprob", "teacher_logprob", "rollout_logprob", "loss_mask", "teacher_rank",
@@ -136,7 +146,7 @@ def build_import_tables(rows: Sequence[ImportedRollout], *, run_id: str, support
         shown = problems[:20] + ([f"... and {len(problems) - 20} more"] if len(problems) > 20 else [])
         raise InputFormatError("imported rollouts are inconsistent:\n  - " + "\n  - ".join(shown))
     seen = {} if seen is None else seen
-    keys = [make_prompt_key(run_id, r.prompt_id, r.prompt_ids) for r in rows]
+    keys = [r.prompt_key or make_prompt_key(run_id, r.prompt_id, r.prompt_ids) for r in rows]
     sample_ids = _sample_ids(rows, keys, seen)
     lengths = np.array([len(r.response_ids) for r in rows], dtype=np.int64)
     n = int(lengths.sum())
@@ -151,14 +161,15 @@ def build_import_tables(rows: Sequence[ImportedRollout], *, run_id: str, support
     roll = []
     for r, pid, key, sid in zip(rows, pids, keys, sample_ids, strict=True):
         roll.append({"run_id": run_id, "step": int(r.step), "prompt_id": pid, "sample_id": sid, "prompt_key": key,
-                     "prompt": text(r.prompt_text, r.prompt_ids), "teacher_prompt": None,
+                     "prompt": text(r.prompt_text, r.prompt_ids), "teacher_prompt": r.teacher_prompt_text,
                      "student_prompt_ids": list(map(int, r.prompt_ids)),
-                     "teacher_prompt_ids": list(map(int, r.prompt_ids)),
+                     "teacher_prompt_ids": list(map(int, r.prompt_ids if r.teacher_prompt_ids is None else
+                                                    r.teacher_prompt_ids)),
                      "response_ids": list(map(int, r.response_ids)),
                      "response_text": text(r.response_text, r.response_ids), "response_len": len(r.response_ids),
                      "finished": bool(r.finished) if r.finished is not None else False,
                      "truncated": bool(r.truncated) if r.truncated is not None else False,
-                     "reward": None if r.reward is None else float(r.reward), "answer": None})
+                     "reward": None if r.reward is None else float(r.reward), "answer": r.answer})
     rollouts = pa.Table.from_pylist(roll, schema=ROLLOUT_SCHEMA)
 
     def rep(values: Sequence[Any]) -> list[Any]:

@@ -121,10 +121,10 @@ def sign_check(sums: dict[str, tuple[float, int]]) -> dict[str, Any]:
     return {"verdict": verdict, "mean_k1": mean, "se": se, "n_prompts": g, "n_tokens": int(cnt.sum())}
 
 
-def support_limits(support: str, has_teacher: bool) -> list[str]:
-    """What a dataset of ``support`` cannot show, each with the command that adds it."""
-    fix = "`drift score --rollouts DATASET --student S --teacher T --out DATASET-full` re-scores it over the full " \
-          "vocabulary"
+def support_limits(support: str, has_teacher: bool, dataset: str = "DATASET") -> list[str]:
+    """What a dataset of ``support`` cannot show, each with the command that adds it (naming ``dataset``)."""
+    fix = (f"`drift score --rollouts {dataset} --student S --teacher T --out {dataset}-full` re-scores it over the "
+           "full vocabulary")
     out = []
     if not has_teacher:
         out.append("every teacher column (teacher_logprob, advantage, k1, k3, C_t, C_t/C_T, S_t): the source holds "
@@ -136,6 +136,12 @@ def support_limits(support: str, has_teacher: bool) -> list[str]:
         out.append(f"the teacher's rank and top-1 agreement (teacher_rank, teacher_top1): {fix}, or merge vLLM "
                    "prompt_logprobs with `drift import vllm`")
     return out
+
+
+def _limits(plan: SourcePlan, cfg: ImportConfig) -> list[str]:
+    """The reader's own sentences (they replace the generic one about a missing teacher), then the support's."""
+    return [*plan.missing_analyses,
+            *support_limits(plan.support, plan.has_teacher or bool(plan.missing_analyses), cfg.out)]
 
 
 def resolve_tokenizer(cfg: ImportConfig, default: Path | None = None) -> tuple[Any, str | None]:
@@ -170,7 +176,7 @@ def _metadata(plan: SourcePlan, cfg: ImportConfig, run_id: str) -> dict[str, Any
                                                         "revision": cfg.teacher_revision},
         "tokenizer": tokenizer_hash(tok) if tok is not None else None,
         "vocab_hash": vocab_hash(tok) if tok is not None else None,
-        "missing_analyses": [*plan.missing_analyses, *support_limits(plan.support, plan.has_teacher)],
+        "missing_analyses": _limits(plan, cfg),
         "drift_version": __version__,
     }
 
@@ -189,7 +195,7 @@ def _payload(plan: SourcePlan, cfg: ImportConfig, checks: dict[str, Any]) -> dic
         "source": {"format": plan.format, "path": str(plan.root), "support": plan.support,
                    "has_teacher": plan.has_teacher, "teacher_source": plan.teacher_source,
                    "files": [_rel(f, plan.root) for f in plan.files], "notes": plan.notes,
-                   "missing_analyses": [*plan.missing_analyses, *support_limits(plan.support, plan.has_teacher)]},
+                   "missing_analyses": _limits(plan, cfg)},
         "tokenizer": tokenizer, "checks": checks,
         "drift_version": __version__, "git_sha": git_sha(), "torch_version": torch.__version__,
     }

@@ -465,7 +465,7 @@ def open_slime(cfg: ImportConfig) -> Any:
 
     missing = () if spec.teacher else (
         "every teacher column (advantage, k1, k3, C_t ...): the slime dump holds no teacher_log_probs (no "
-        "--use-opd); `drift score --rollouts OUT --student S --teacher T` adds them",)
+        f"--use-opd); `drift score --rollouts {cfg.out} --student S --teacher T --out {cfg.out}-full` adds them",)
     return SourcePlan(format="slime", root=root, files=files, iter_file=iter_file, support="sampled",
                       has_teacher=spec.teacher, teacher_source="slime_dump" if spec.teacher else None,
                       tokenizer=tokenizer, tokenizer_source=tokenizer_source, notes=notes, missing_analyses=missing)

@@ -195,10 +195,7 @@ def open_tokens(cfg: ImportConfig) -> Any:
         for where, rec in iter_records(path, logprobs=True):
             yield _rollout(where, rec, step, cfg)
 
-    missing = () if has_teacher else ("every teacher column (advantage, k1, k3, C_t ...): the records hold no "
-                                      "teacher_logprobs; `drift score --rollouts OUT --student S --teacher T` adds "
-                                      "them",)
     return SourcePlan(format="tokens", root=root, files=files, iter_file=iter_file, support="sampled",
                       has_teacher=has_teacher, teacher_source="user" if has_teacher else None, tokenizer=tokenizer,
-                      tokenizer_source=tokenizer_source, missing_analyses=missing,
+                      tokenizer_source=tokenizer_source,
                       notes={"layout": "drift generic token records (README: Bring your own logs)"})

@@ -7,7 +7,9 @@ confounds position: late positions exist only in long rollouts); whether each me
 compared by AIC); how the prefix log-likelihoods and the cumulative gap evolve along sample rollouts; how well the
 teacher continues from student prefixes (when a ``drift probe`` exists); how drift changes over training (when
 several ``step`` values or a ``drift train`` run exist); and which token-weight schedule the evidence supports, with
-its rationale and its export to verl, TRL and tinker.
+its rationale and its export to verl, TRL and tinker. A dataset imported from a training framework's logs
+(``drift import``) is reported with the columns it has, says what it cannot show and which command adds it, and
+gets a section comparing the sampler's and the trainer's log-probs by position when the logs kept both.
 
 From Python::
 
@@ -28,11 +30,20 @@ the token rows), :mod:`~drift.report.stages` (probe, training, schedule), :mod:`
 functions), :mod:`~drift.report.render` (blocks, figure files, templates).
 """
 
-from drift.report.build import DEFAULT_METRICS, SECTION_IDS, ReportConfig, ReportResult, build_report, report_paths
+from drift.report.build import (
+    DEFAULT_METRICS,
+    IMPORT_SECTION_IDS,
+    SECTION_IDS,
+    ReportConfig,
+    ReportResult,
+    build_report,
+    report_paths,
+)
 from drift.report.render import CodeBlock, FigureBlock, FigureStore, Section, TableBlock, TextBlock
 
 __all__ = [
     "DEFAULT_METRICS",
+    "IMPORT_SECTION_IDS",
     "SECTION_IDS",
     "CodeBlock",
     "FigureBlock",

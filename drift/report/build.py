@@ -16,6 +16,13 @@ has). The report lists every input as reloaded or computed (a table under "Run m
 :attr:`ReportResult.inputs`). ``--train RUNDIR`` adds a training run's ``drift/step-*`` datasets; a dataset with
 several ``step`` values gets the training section on its own. DATASET may also be a training run folder: its last
 ``drift/step-*`` dataset is reported and the run supplies the training section.
+
+An imported dataset (``drift import``: support ``sampled`` or ``topk``, maybe no teacher) is reported with the
+columns it has (:mod:`drift.report.imported`): absent default metrics are replaced by what exists (``k1`` for
+``kl_reverse``), every section that cannot be drawn says why and which command adds it, the metadata states the
+support, the source format and what the dataset cannot show, and one more section, "Sampler vs trainer log-probs"
+(:data:`IMPORT_SECTION_IDS`), compares the sampler's and the trainer's log-probs by position when the source kept
+both (``rollout_logprob``).
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from typing import Any
 import pandas as pd
 
 from drift.config import Checks, config_to_dict, opt
-from drift.errors import DatasetError
+from drift.report.imported import Support, choose_metrics, sampler_section
 from drift.report.render import FigureStore, Section, TableBlock, render
 from drift.report.sections import (
     Context,
@@ -45,7 +52,8 @@ from drift.report.sections import (
 from drift.report.stages import probe_section, schedule_section, train_steps, training_section
 from drift.store import open_dataset
 
-__all__ = ["DEFAULT_METRICS", "SECTION_IDS", "ReportConfig", "ReportResult", "build_report", "report_paths"]
+__all__ = ["DEFAULT_METRICS", "IMPORT_SECTION_IDS", "SECTION_IDS", "ReportConfig", "ReportResult", "build_report",
+           "report_paths"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +64,9 @@ _TITLES = {"metadata": "Run metadata", "positions": "Metrics by position", "dire
            "probe": "Continuation probe", "training": "Drift over training", "schedule": "Recommended schedule"}
 SECTION_IDS: tuple[str, ...] = tuple(_TITLES)
 """Every report has these sections, in this order (one without its inputs says how to get them)."""
+_IMPORT_TITLES = {"sampler": "Sampler vs trainer log-probs"}
+IMPORT_SECTION_IDS: tuple[str, ...] = tuple(_IMPORT_TITLES)
+"""Sections a report of an imported dataset (or one with ``rollout_logprob``) adds, after "trajectories"."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +89,8 @@ class ReportConfig:
     seed: int = opt(0, "bootstrap seed (same seed, same report)")
     sample_rollouts: int = opt(4, "rollouts drawn in the trajectory figures")
     gamma: float = opt(0.5, "bonus strength of a schedule recommended here (weights in [1, 1 + gamma])")
+    clip_band: float = opt(0.2, "sampler-vs-trainer section: a token is outside the clip band when "
+                                "|exp(student_logprob - rollout_logprob) - 1| > this")
     title: str = opt("", "report title (default: 'drift report: DATASET')")
     svg: bool = opt(True, "also write every figure as SVG")
     dpi: int = opt(110, "PNG resolution")
@@ -94,6 +107,7 @@ class ReportConfig:
         c.check(self.n_boot >= 0, f"n_boot must be >= 0, got {self.n_boot}")
         c.in_range("sample_rollouts", self.sample_rollouts, 1, 16)
         c.positive("gamma", self.gamma)
+        c.positive("clip_band", self.clip_band)
         c.in_range("dpi", self.dpi, 50, 300)
         for name in ("probe", "fit", "train", "schedule"):
             path = getattr(self, name)
@@ -170,7 +184,7 @@ def _run(sec_id: str, fn: Any, strict: bool) -> Any:
         if strict:
             raise
         log.warning("report section %s failed: %s", sec_id, exc, exc_info=log.isEnabledFor(logging.DEBUG))
-        return Section(sec_id, _TITLES.get(sec_id, sec_id), error=f"{type(exc).__name__}: {exc}")
+        return Section(sec_id, {**_TITLES, **_IMPORT_TITLES}.get(sec_id, sec_id), error=f"{type(exc).__name__}: {exc}")
     log.info("report: %s (%.1f s)", sec_id, time.perf_counter() - t0)
     return out
 
@@ -190,11 +204,8 @@ def build_report(dataset: str | os.PathLike[str], config: ReportConfig | None = 
         cfg = ReportConfig(**{**config_to_dict(cfg), "dataset": str(dataset)})
     root, train_dir = _resolve(cfg)
     ds = open_dataset(root)
-    names = {f.name for f in ds.dataset("tokens").schema}
-    metrics = cfg.metrics or tuple(m for m in (*DEFAULT_METRICS, "oracle_teacher_correct") if m in names)
-    unknown = [m for m in metrics if m not in names]
-    if unknown:
-        raise DatasetError(f"--metrics names columns {root} does not have: {', '.join(unknown)}")
+    support = Support.of(ds.metadata, (f.name for f in ds.dataset("tokens").schema))
+    metrics, absent = choose_metrics(cfg.metrics, (*DEFAULT_METRICS, "oracle_teacher_correct"), support, str(root))
     html, md, files = report_paths(cfg.dataset, cfg.out)
     files.mkdir(parents=True, exist_ok=True)
     for old in files.glob("*"):  # figures of an earlier report; nothing else lives here
@@ -204,7 +215,8 @@ def build_report(dataset: str | os.PathLike[str], config: ReportConfig | None = 
                   fit_dir=_default(cfg.fit, root / "fit", "fits.json"),
                   probe_dir=_default(cfg.probe, root / "probe", "continuations"), train_dir=train_dir,
                   schedule_path=Path(cfg.schedule) if cfg.schedule else
-                  (root / "schedule.json" if (root / "schedule.json").exists() else None))
+                  (root / "schedule.json" if (root / "schedule.json").exists() else None),
+                  support=support, absent=absent)
     with matplotlib.rc_context({"font.size": 9, "axes.spines.top": False, "axes.spines.right": False,
                                 "svg.fonttype": "none", "svg.hashsalt": "drift"}):
         sections: list[Section] = [_run("metadata", lambda: metadata_section(ctx), cfg.strict)]
@@ -214,6 +226,8 @@ def build_report(dataset: str | os.PathLike[str], config: ReportConfig | None = 
             sections.append(_run(sid, lambda fn=fn: fn(ctx), cfg.strict) if prepared is True else
                             Section(sid, _TITLES[sid], error=prepared.error))
         sections.append(_run("trajectories", lambda: trajectories_section(ctx), cfg.strict))
+        if support.imported or "rollout_logprob" in support.columns:
+            sections.append(_run("sampler", lambda: sampler_section(ctx), cfg.strict))
         probe = _run("probe", lambda: probe_section(ctx), cfg.strict)
         probe_sec, analysis = probe if isinstance(probe, tuple) else (probe, None)
         sections.append(probe_sec)

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from drift.report import plots
+from drift.report.imported import note_absent
 from drift.report.render import CodeBlock, FigureStore, Section, TableBlock, new_figure
 from drift.stats.bins import pooled_rows
 from drift.store import DriftDataset
@@ -58,6 +59,8 @@ class Context:
     strata_directions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     analysis: Any = None  # the probe's ProbeAnalysis (reloaded, or computed when the probe wrote none)
     inputs: list[dict[str, str]] = field(default_factory=list)  # what was reloaded, what computed (see note_input)
+    support: Any = None  # drift.report.imported.Support: what the dataset can show (None: read it from ds)
+    absent: dict[str, str] = field(default_factory=dict)  # metric -> why it is not drawn and what adds it
 
     def note_input(self, what: str, metrics: Any, status: str, source: str) -> None:
         """Record one input of the report: ``status`` is ``reloaded`` or ``computed``; ``source`` says from what."""
@@ -158,6 +161,8 @@ def prepare(ctx: Context) -> None:
     """
     from drift.stats import BinSpec, aggregate_bins, direction_test, fit_bins
 
+    if not ctx.metrics:  # nothing to bin (every requested metric is absent): the sections say why
+        return
     cfg = ctx.cfg
     stored = load_fit(ctx.fit_dir)
     reloaded = _reload_fits(ctx, stored) if stored is not None else []
@@ -264,7 +269,7 @@ def metadata_section(ctx: Context) -> Section:
     models = []
     for role in ("student", "teacher"):
         m = top.get("models", {}).get(role) or meta.get(role) or {}
-        if m:
+        if m and any(m.get(k) for k in ("source", "path", "class", "n_params", "fingerprint")):
             n_params = m.get("n_params")
             models.append({"role": role, "source": m.get("source") or m.get("path") or "—",
                            "class": m.get("class", "—"),
@@ -291,6 +296,12 @@ def metadata_section(ctx: Context) -> Section:
         ("status", ds.manifest.get("status")),
     ]
     sec.blocks.append(TableBlock("Prompts, sampling and scoring", _kv(settings)))
+    support = ctx.support
+    if support is not None and support.imported:
+        from drift.report.imported import support_blocks
+
+        blocks, support_findings = support_blocks(support, top, ds.manifest)
+        sec.blocks += blocks
     sizes = [("prompts", f"{n_prompts:,}"), ("rollouts", f"{n_rollouts:,}"), ("response tokens", f"{n_tokens:,}"),
              ("steps", ", ".join(str(s) for s in steps)),
              ("response length", f"mean {lens[0]:.1f}, min {lens[1]}, median {lens[2]:.0f}, max {lens[3]}"),
@@ -299,13 +310,16 @@ def metadata_section(ctx: Context) -> Section:
     sec.blocks.append(TableBlock("Sizes", _kv(sizes)))
     sec.findings.append(f"{n_rollouts:,} rollouts from {n_prompts:,} prompts, {n_tokens:,} response tokens "
                         f"(mean length {lens[0]:.1f})" + (f", mean reward {reward[0]:.3f}" if reward[1] else ""))
+    if support is not None and support.imported:
+        sec.findings += support_findings
     if ds.files("rollouts"):
         ex = con.sql("SELECT prompt, response_text, reward, response_len FROM rollouts LIMIT 1").df()
         if len(ex):
             r = ex.iloc[0]
-            sec.blocks.append(CodeBlock("An example rollout", f"prompt:   {_short(r['prompt'])}\nresponse: "
-                                        f"{_short(r['response_text'])}\nlength {r['response_len']}, reward "
-                                        f"{r['reward']}"))
+            none = "(no text: imported without a tokenizer; `drift import ... --tokenizer PATH` adds it)"
+            prompt, text = (none if v is None else _short(v) for v in (r["prompt"], r["response_text"]))
+            sec.blocks.append(CodeBlock("An example rollout", f"prompt:   {prompt}\nresponse: {text}\nlength "
+                                        f"{r['response_len']}, reward {r['reward']}"))
     con.close()
     return sec
 
@@ -321,6 +335,8 @@ def positions_section(ctx: Context) -> Section:
                   "Left: relative position t/T; right: absolute position in "
                   "tokens. A late position exists only in long rollouts, so each panel also splits rollouts by "
                   f"response length (strata: {strata}); the dashed black line pools all lengths.")
+    if not note_absent(ctx, sec):
+        return sec
     for metric in ctx.metrics:
         fig, axes = new_figure(2, 1)
         plots.plot_metric_by_position(ctx.rel_table, metric, ax=axes[0, 0])
@@ -348,6 +364,8 @@ def directions_section(ctx: Context) -> Section:
                   "insufficient with fewer than 10 clusters. "
                   "drift measures the direction instead of assuming it: per-token KL is often flat and noisy while "
                   "cumulative quantities climb, and privileged self-teachers can reverse the trend.")
+    if not note_absent(ctx, sec, short=True):
+        return sec
     rows, forest = [], []
     for metric in ctx.metrics:
         d = ctx.fits[metric]["direction"]
@@ -409,6 +427,8 @@ def fits_section(ctx: Context) -> Section:
                   "ΔAIC > 2 is a meaningful difference, the Akaike weight the relative support). The selected "
                   "curve is drawn thick. A curve describes the shape; the direction test above says whether there "
                   "is a trend at all.")
+    if not note_absent(ctx, sec, short=True):
+        return sec
     for metric in ctx.metrics:
         entry = ctx.fits[metric]
         by = ctx.fit_by.get(metric, "rel")
@@ -436,6 +456,10 @@ def _sample_rollouts(con: Any, k: int) -> pd.DataFrame:
     return keys.iloc[idx].reset_index(drop=True)
 
 
+_TRAJECTORY_COLUMNS = ("student_logprob", "teacher_logprob", "student_prefix_logprob", "teacher_prefix_logprob",
+                       "prefix_logratio", "cum_abs_gap", "cum_abs_gap_frac")
+
+
 def trajectories_section(ctx: Context) -> Section:
     """Prefix log-likelihoods and cumulative gap along sample rollouts, with their summaries over all rollouts."""
     sec = Section("trajectories", "Trajectories of sample rollouts",
@@ -444,6 +468,12 @@ def trajectories_section(ctx: Context) -> Section:
                   "student sampled these tokens, so its own prefix probability decays smoothly; if the teacher's "
                   "falls faster, S_t keeps falling and the prefix drifts away from what the teacher would write. "
                   "C_t = Σ |A_k| is the cumulative gap that IW-OPD down-weights by.")
+    if ctx.support is not None:
+        lacking = [c for c in _TRAJECTORY_COLUMNS if c not in ctx.support.columns]
+        if lacking:
+            hint = ctx.support.hint(lacking[0]) or "the dataset lacks them"
+            sec.missing = f"not in this dataset: {', '.join(lacking)}: {hint}"
+            return sec
     con = ctx.ds.duckdb()
     picked = _sample_rollouts(con, ctx.cfg.sample_rollouts)
     con.register("picked", picked)

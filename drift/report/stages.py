@@ -146,7 +146,13 @@ def training_section(ctx: Context) -> Section:
         for p in train_steps(ctx.train_dir):
             names &= set(pq.read_schema(open_dataset(p).files("tokens")[0]).names)
         metrics = tuple(m for m in metrics if m in names)
-    extra = ("cum_abs_gap",) if "cum_abs_gap" not in metrics else ()
+    # C_t is drawn when the dataset has it (an import without teacher log-probs has none: the section says so)
+    has_gap = ctx.support is None or "cum_abs_gap" in ctx.support.columns
+    extra = ("cum_abs_gap",) if "cum_abs_gap" not in metrics and has_gap else ()
+    if not metrics:
+        sec.missing = "no metric to draw over training: " + ("; ".join(f"{m}: {h}" for m, h in ctx.absent.items())
+                                                             or "pass --metrics")
+        return sec
     src = _training_tokens(ctx, metrics + extra)
     prof = aggregate_bins(src, metrics, BinSpec(by="rel", bins=cfg.bins, step="each", margins=False)).table(
         n_boot=cfg.n_boot, seed=cfg.seed)
@@ -168,13 +174,17 @@ def training_section(ctx: Context) -> Section:
             a, b = float(m["mean"].iloc[0]), float(m["mean"].iloc[-1])
             sec.findings.append(f"mean {metric}: {a:.3g} at step {steps[0]} → {b:.3g} at step {steps[-1]} "
                                 f"({(b - a) / abs(a):+.0%})")
-    gap = aggregate_bins(src, ["cum_abs_gap"], BinSpec(by="abs", bins=cfg.bins, step="each", margins=False)).table(
-        n_boot=min(cfg.n_boot, 200), seed=cfg.seed)
-    fig, axes = new_figure(1, 1, width=6.0, height=3.8)
-    plots.plot_metric_by_step(gap, "cum_abs_gap", ax=axes[0, 0])
-    axes[0, 0].set_title("cumulative gap C_t by absolute position, per step", fontsize="medium")
-    sec.blocks.append(ctx.figures.add(fig, "training_cum_gap", "Cumulative gap over training",
-                                      "slope = mean |A| per token; shorter and flatter as the student learns"))
+    if has_gap:
+        gap = aggregate_bins(src, ["cum_abs_gap"], BinSpec(by="abs", bins=cfg.bins, step="each",
+                                                           margins=False)).table(n_boot=min(cfg.n_boot, 200),
+                                                                                 seed=cfg.seed)
+        fig, axes = new_figure(1, 1, width=6.0, height=3.8)
+        plots.plot_metric_by_step(gap, "cum_abs_gap", ax=axes[0, 0])
+        axes[0, 0].set_title("cumulative gap C_t by absolute position, per step", fontsize="medium")
+        sec.blocks.append(ctx.figures.add(fig, "training_cum_gap", "Cumulative gap over training",
+                                          "slope = mean |A| per token; shorter and flatter as the student learns"))
+    else:
+        sec.blocks.append(TextBlock((f"cum_abs_gap: not in this dataset: {ctx.support.hint('cum_abs_gap')}",)))
     rows = []
     for step in steps:
         row: dict[str, Any] = {"step": step}

@@ -7,6 +7,10 @@ view, so memory scales with the size of the *result* (rollouts x bins), not with
 
 The schema is checked when the source is opened: every missing column, every column with the wrong type family and
 every metric that is not numeric is listed in one :class:`~drift.errors.SchemaError`.
+
+*Derived columns* (``open_tokens(..., derived={"name": "SQL expression"})``) are computed per token row by DuckDB in
+the ``tokens`` view itself (e.g. ``student_logprob - rollout_logprob``), so a quantity no column holds can be binned,
+resampled and fitted like any other metric without materializing it.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +36,7 @@ __all__ = ["ROLLOUT_KEY", "TokenSource", "numeric_columns", "open_tokens"]
 log = logging.getLogger(__name__)
 
 # ROLLOUT_KEY (re-exported) and the cluster keys are defined once, in drift.schema.
+_BASE_VIEW = "_drift_base_tokens"  # the stored columns, under the ``tokens`` view that adds derived ones
 _MEMORY_RE = re.compile(r"^\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*$", re.IGNORECASE)
 
 
@@ -61,6 +66,8 @@ class TokenSource:
         n_rows: number of token rows (from parquet metadata; no scan).
         memory_limit: DuckDB ``memory_limit`` of connections made by :meth:`connect` (e.g. ``"4GB"``).
         threads: DuckDB worker threads (None: DuckDB's default, one per core).
+        derived: ``(name, SQL expression)`` pairs: columns computed per row in the ``tokens`` view (they are in
+            :attr:`schema` too).
     """
 
     name: str
@@ -70,6 +77,7 @@ class TokenSource:
     threads: int | None = None
     dataset: DriftDataset | None = field(default=None, repr=False)
     table: pa.Table | None = field(default=None, repr=False)
+    derived: tuple[tuple[str, str], ...] = ()
 
     @property
     def columns(self) -> list[str]:
@@ -94,9 +102,41 @@ class TokenSource:
         con = duckdb.connect(config=config)
         if self.dataset is not None:
             self.dataset.duckdb(con)
+            if self.derived:
+                con.execute(f"ALTER VIEW tokens RENAME TO {_BASE_VIEW}")
         else:
-            con.register("tokens", self.table)
+            con.register(_BASE_VIEW if self.derived else "tokens", self.table)
+        if self.derived:
+            con.execute(f"CREATE VIEW tokens AS SELECT *, {_derived_sql(self.derived)} FROM {_BASE_VIEW}")
         return con
+
+
+def _derived_sql(derived: Sequence[tuple[str, str]]) -> str:
+    return ", ".join(f"({expr}) AS {quote_ident(name)}" for name, expr in derived)
+
+
+def _derived_schema(src: TokenSource) -> pa.Schema:
+    """``src.schema`` (the stored columns) plus the types DuckDB gives the derived expressions."""
+    import duckdb
+
+    clash = [name for name, _ in src.derived if name in src.schema.names]
+    if clash:
+        raise ValueError(f"derived column(s) {clash} already exist in the tokens of {src.name}; pick other names")
+    try:
+        con = src.connect()
+    except duckdb.Error as exc:
+        listing = "; ".join(f"{n} = {e}" for n, e in src.derived)
+        raise SchemaError(f"tokens of {src.name}", [f"derived column(s) {listing} do not compute: {exc}"]) from None
+    try:
+        names = ", ".join(quote_ident(n) for n, _ in src.derived)
+        rel = con.sql(f"SELECT {names} FROM tokens LIMIT 0")
+        extra = (getattr(rel, "to_arrow_table", None) or rel.arrow)().schema
+    finally:
+        con.close()
+    schema = src.schema
+    for fld in extra:
+        schema = schema.append(fld)
+    return schema
 
 
 def _schema_problems(schema: pa.Schema, required: Sequence[str], metrics: Sequence[str]) -> list[str]:
@@ -127,7 +167,8 @@ def _schema_problems(schema: pa.Schema, required: Sequence[str], metrics: Sequen
 
 def open_tokens(source: str | os.PathLike[str] | DriftDataset | pd.DataFrame | pa.Table | TokenSource,
                 required_columns: Iterable[str] = ROLLOUT_KEY, *, metrics: Iterable[str] = (),
-                memory_limit: str = "4GB", threads: int | None = None) -> TokenSource:
+                memory_limit: str = "4GB", threads: int | None = None,
+                derived: Mapping[str, str] | None = None) -> TokenSource:
     """Open tokens lazily and check the schema, listing every problem at once.
 
     Args:
@@ -137,6 +178,9 @@ def open_tokens(source: str | os.PathLike[str] | DriftDataset | pd.DataFrame | p
         metrics: columns that must exist and be numeric (int, float or bool; a bool's mean is a rate).
         memory_limit: DuckDB memory limit for queries on this source (``"4GB"``, ``"512MB"``...).
         threads: DuckDB threads (None: one per core).
+        derived: ``{name: SQL expression over the token columns}``: columns computed per row by DuckDB (e.g.
+            ``{"gap": "student_logprob - rollout_logprob"}``), usable as metrics; a re-opened
+            :class:`TokenSource` keeps its own and adds these.
 
     Raises:
         SchemaError: naming every missing or ill-typed column (and, for unknown metrics, the numeric columns).
@@ -149,8 +193,10 @@ def open_tokens(source: str | os.PathLike[str] | DriftDataset | pd.DataFrame | p
         raise ValueError(f"threads must be >= 1 or None, got {threads}")
     dataset: DriftDataset | None = None
     table: pa.Table | None = None
+    extra: dict[str, str] = {}
     if isinstance(source, TokenSource):
         dataset, table, name = source.dataset, source.table, source.name
+        extra.update(source.derived)
     elif isinstance(source, DriftDataset):
         dataset, name = source, str(source.root)
     elif isinstance(source, (str, os.PathLike)):
@@ -173,9 +219,13 @@ def open_tokens(source: str | os.PathLike[str] | DriftDataset | pd.DataFrame | p
     else:
         assert table is not None
         schema, n_rows = table.schema, table.num_rows
+    extra.update(derived or {})
+    if extra:
+        schema = _derived_schema(TokenSource(name, schema, n_rows, str(memory_limit), threads, dataset, table,
+                                             tuple(extra.items())))
     metrics = list(dict.fromkeys(metrics))
     problems = _schema_problems(schema, list(dict.fromkeys(required_columns)), metrics)
     if problems:
         raise SchemaError(f"tokens of {name}", problems)
     return TokenSource(name=name, schema=schema, n_rows=n_rows, memory_limit=str(memory_limit), threads=threads,
-                       dataset=dataset, table=table)
+                       dataset=dataset, table=table, derived=tuple(extra.items()))

@@ -124,7 +124,7 @@ def test_sampled_import_through_fit_recommend_and_report(sampled, capsys):
     assert settings["support"].startswith("sampled") and settings["source format"] == "tokens"
     assert settings["files"] == "1: logs.jsonl"
     assert "What this dataset cannot show" in meta and "full-vocabulary KL (kl_reverse, kl_forward)" in meta
-    assert "`drift score --rollouts DATASET --student S --teacher T --out DATASET-full`" in meta
+    assert f"`drift score --rollouts {ds} --student S --teacher T --out {ds}-full`" in meta  # names this dataset
     checks = {row[0]: row[1] for row in md_table(meta, "Import checks")}
     assert checks["sign"] == "ok"
     # fit/ and schedule.json were reloaded, not recomputed

@@ -13,18 +13,9 @@ import pytest
 
 from drift.errors import AlignmentError, DriftWarning, InputFormatError
 from drift.ingest import ImportConfig, import_from_config
-from tests.ingest.fixtures import make_rollouts, save_tiny_pair
+from tests.ingest.fixtures import make_rollouts
 
 PAD = 0  # the tiny tokenizer's pad id: NeMo pads token_ids with tokenizer.pad_token_id, the other arrays with 0
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    from transformers import AutoModelForCausalLM
-
-    root = tmp_path_factory.mktemp("models")
-    s, t = save_tiny_pair(root)
-    return s, t, AutoModelForCausalLM.from_pretrained(s).eval(), AutoModelForCausalLM.from_pretrained(t).eval()
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from drift.errors import AlignmentError, InputFormatError
 from drift.ingest import ImportConfig, import_from_config
 from drift.store import open_dataset
 from tests.helpers import make_tiny_tokenizer
-from tests.ingest.fixtures import make_rollouts, save_tiny_pair
+from tests.ingest.fixtures import make_rollouts
 
 
 class NotData:
@@ -26,15 +26,6 @@ class NotData:
 
     def __init__(self) -> None:
         self.x = 1
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    from transformers import AutoModelForCausalLM
-
-    root = tmp_path_factory.mktemp("models")
-    s, t = save_tiny_pair(root)
-    return s, t, AutoModelForCausalLM.from_pretrained(s).eval(), AutoModelForCausalLM.from_pretrained(t).eval()
 
 
 @pytest.fixture(scope="module")

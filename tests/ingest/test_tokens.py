@@ -15,18 +15,7 @@ from drift.errors import AlignmentError, AlignmentWarning, DatasetError, InputFo
 from drift.ingest import ImportConfig, import_from_config
 from drift.schema import FULL_VOCAB_COLUMNS, TOPK_COLUMNS
 from drift.store import open_dataset, repair_command
-from tests.ingest.fixtures import make_rollouts, save_tiny_pair
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    from transformers import AutoModelForCausalLM
-
-    root = tmp_path_factory.mktemp("models")
-    s, t = save_tiny_pair(root)
-    S = AutoModelForCausalLM.from_pretrained(s).eval()
-    T = AutoModelForCausalLM.from_pretrained(t).eval()
-    return s, t, S, T
+from tests.ingest.fixtures import make_rollouts
 
 
 @pytest.fixture(scope="module")

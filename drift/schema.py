@@ -205,11 +205,11 @@ def required_token_columns(support: str = "full", *, teacher: bool = True) -> li
     return [c.name for c in TOKEN_COLUMNS if c.required and c.name not in drop]
 
 
-def support_hint(column: str, support: str, *, teacher: bool = True) -> str | None:
-    """Why ``column`` is absent from a dataset of ``support``, and the command that adds it; None if it should be
-    there."""
-    fix = ("re-score the rollouts over the full vocabulary: `drift score --rollouts DATASET --student S --teacher T "
-           "--out DATASET-full`")
+def support_hint(column: str, support: str, *, teacher: bool = True, dataset: str = "DATASET") -> str | None:
+    """Why ``column`` is absent from a dataset of ``support``, and the command that adds it (naming ``dataset``);
+    None if it should be there."""
+    fix = (f"re-score the rollouts over the full vocabulary: `drift score --rollouts {dataset} --student S --teacher "
+           f"T --out {dataset}-full`")
     if column in TEACHER_COLUMNS + TOPK_COLUMNS and not teacher:
         return (f"{column!r} needs a teacher's log-probs, which this dataset does not hold (the source dumped none); "
                 f"{fix}")

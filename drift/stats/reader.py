@@ -139,7 +139,8 @@ def _derived_schema(src: TokenSource) -> pa.Schema:
     return schema
 
 
-def _schema_problems(schema: pa.Schema, required: Sequence[str], metrics: Sequence[str]) -> list[str]:
+def _schema_problems(schema: pa.Schema, required: Sequence[str], metrics: Sequence[str],
+                     dataset: str = "DATASET") -> list[str]:
     problems: list[str] = []
     need = list(dict.fromkeys([*required, *metrics]))
     # Only the columns this analysis reads are type-checked: an unrelated odd column must not block it.
@@ -159,7 +160,7 @@ def _schema_problems(schema: pa.Schema, required: Sequence[str], metrics: Sequen
         meta = read_drift_metadata(schema)
         support, teacher = meta.get("support") or "full", bool(meta.get("has_teacher", True))
         for m in missing_metrics:
-            hint = support_hint(m, support, teacher=teacher)
+            hint = support_hint(m, support, teacher=teacher, dataset=dataset)
             problems.append(f"metric {hint}" if hint else f"unknown metric {m!r}: no such column")
         problems.append(f"numeric columns available as metrics (pass one to --metric): {avail}")
     return problems
@@ -224,7 +225,8 @@ def open_tokens(source: str | os.PathLike[str] | DriftDataset | pd.DataFrame | p
         schema = _derived_schema(TokenSource(name, schema, n_rows, str(memory_limit), threads, dataset, table,
                                              tuple(extra.items())))
     metrics = list(dict.fromkeys(metrics))
-    problems = _schema_problems(schema, list(dict.fromkeys(required_columns)), metrics)
+    problems = _schema_problems(schema, list(dict.fromkeys(required_columns)), metrics,
+                                str(dataset.root) if dataset is not None else "DATASET")
     if problems:
         raise SchemaError(f"tokens of {name}", problems)
     return TokenSource(name=name, schema=schema, n_rows=n_rows, memory_limit=str(memory_limit), threads=threads,

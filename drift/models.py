@@ -230,7 +230,24 @@ def _fingerprint(path: Path) -> str | None:
 
 
 def model_identity(model: Any, spec: str | None = None) -> dict[str, Any]:
-    """JSON-able identity of a loaded model: source, resolved path, revision/fingerprint, class, dtype, vocab."""
+    """JSON-able identity of a loaded model: source, resolved path, revision/fingerprint, class, dtype, vocab.
+
+    A model being trained carries ``drift_live = {"step": N, ...}`` while drift records it
+    (:mod:`drift.integrations.live`): its weights are no checkpoint's, so ``source`` reads "live model at step N",
+    ``path``, ``revision`` and ``fingerprint`` are None, ``started_from`` holds the identity of the checkpoint it was
+    loaded from (source, path, revision, fingerprint) and ``live`` the record itself.
+    """
+    live = getattr(model, "drift_live", None)
+    if isinstance(live, dict) and "step" in live:
+        base = _checkpoint_identity(model, None)
+        started = {k: base[k] for k in ("source", "path", "revision", "fingerprint")}
+        return {**base, "source": f"live model at step {live['step']}", "path": None, "revision": None,
+                "fingerprint": None, "started_from": started, "live": dict(live)}
+    return _checkpoint_identity(model, spec)
+
+
+def _checkpoint_identity(model: Any, spec: str | None) -> dict[str, Any]:
+    """:func:`model_identity` of the weights as loaded (the ``drift_live`` mark ignored)."""
     name = str(getattr(model.config, "_name_or_path", "") or "")
     source = spec or getattr(model, "drift_source", None) or name
     path = Path(name) if name else None

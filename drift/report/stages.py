@@ -98,8 +98,12 @@ def probe_section(ctx: Context) -> tuple[Section, Any]:
 
 # ------------------------------------------------------------------------------------------------ training
 def train_steps(run: Path) -> list[Path]:
-    """The drift datasets a training run collected (``RUN/drift/step-*``), in step order."""
-    return sorted(p for p in (Path(run) / "drift").glob("step-*") if p.is_dir())
+    """The drift datasets a training run collected, in step order: ``RUN/drift/step-*`` (``drift train
+    --collect-at``, or a ``DriftCallback`` with ``out=RUN/drift``), else ``RUN/step-*`` (the callback's ``out``
+    itself)."""
+    run = Path(run)
+    found = sorted(p for p in (run / "drift").glob("step-*") if p.is_dir())
+    return found or sorted(p for p in run.glob("step-*") if p.is_dir() and (p / "manifest.json").exists())
 
 
 def _training_tokens(ctx: Context, metrics: tuple[str, ...]) -> Any:
@@ -130,10 +134,12 @@ def training_section(ctx: Context) -> Section:
         con.close()
         if len(steps) < 2:
             sec.missing = ("this dataset holds a single step. Pass --train RUNDIR (a `drift train` run folder with "
-                           "drift/step-* datasets, from --collect-at) or a dataset with several `step` values.")
+                           "drift/step-* datasets, from --collect-at or a DriftCallback) or a dataset with several `step` "
+                           "values.")
             return sec
     elif len(train_steps(ctx.train_dir)) < 1:
-        sec.missing = f"{ctx.train_dir} holds no drift/step-* datasets; train with --collect-at STEPS"
+        sec.missing = (f"{ctx.train_dir} holds no drift/step-* datasets; train with --collect-at STEPS, or record "
+                       "a TRL run with drift.integrations.trl.DriftCallback(out=RUN/drift)")
         return sec
     cfg = ctx.cfg
     metrics = ctx.metrics

@@ -1,0 +1,1 @@
+"""Tests of drift.integrations (live recording inside training)."""

@@ -433,7 +433,10 @@ class DatasetWriter:
         tmp = path.with_name(f".{path.name}.tmp")
         meta = dict(table.schema.metadata or {})
         meta[b"drift"] = json.dumps(self.metadata, default=str).encode()
-        pq.write_table(table.replace_schema_metadata(meta), tmp, compression="zstd")
+        # dictionary pages only for columns whose values repeat (strings, ints, flags): high-entropy floats (log-probs,
+        # prefix sums) never fit a dictionary, and the failed attempt made writes ~3x slower and files ~30% larger
+        dictionary = [f.name for f in table.schema if not pa.types.is_floating(f.type)]
+        pq.write_table(table.replace_schema_metadata(meta), tmp, compression="zstd", use_dictionary=dictionary)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)

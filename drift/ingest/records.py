@@ -158,32 +158,38 @@ def build_import_tables(rows: Sequence[ImportedRollout], *, run_id: str, support
 
     pids = [str(r.prompt_id) if r.prompt_id is not None else k.rsplit("/", 1)[-1] for r, k in zip(rows, keys,
                                                                                                    strict=True)]
-    roll = []
-    for r, pid, key, sid in zip(rows, pids, keys, sample_ids, strict=True):
-        roll.append({"run_id": run_id, "step": int(r.step), "prompt_id": pid, "sample_id": sid, "prompt_key": key,
-                     "prompt": text(r.prompt_text, r.prompt_ids), "teacher_prompt": r.teacher_prompt_text,
-                     "student_prompt_ids": list(map(int, r.prompt_ids)),
-                     "teacher_prompt_ids": list(map(int, r.prompt_ids if r.teacher_prompt_ids is None else
-                                                    r.teacher_prompt_ids)),
-                     "response_ids": list(map(int, r.response_ids)),
-                     "response_text": text(r.response_text, r.response_ids), "response_len": len(r.response_ids),
-                     "finished": bool(r.finished) if r.finished is not None else False,
-                     "truncated": bool(r.truncated) if r.truncated is not None else False,
-                     "reward": None if r.reward is None else float(r.reward), "answer": r.answer})
-    rollouts = pa.Table.from_pylist(roll, schema=ROLLOUT_SCHEMA)
+    finished = [bool(r.finished) if r.finished is not None else False for r in rows]
+    truncated = [bool(r.truncated) if r.truncated is not None else False for r in rows]
+    rewards = [None if r.reward is None else float(r.reward) for r in rows]
+    # columnar (no per-token Python): list columns from one flat array and offsets, per-rollout values repeated
+    # over their tokens by index (pyarrow take), never through object arrays
+    rollouts = pa.Table.from_pydict({
+        "run_id": [run_id] * len(rows), "step": [int(r.step) for r in rows], "prompt_id": pids,
+        "sample_id": sample_ids, "prompt_key": keys, "prompt": [text(r.prompt_text, r.prompt_ids) for r in rows],
+        "teacher_prompt": [r.teacher_prompt_text for r in rows],
+        "student_prompt_ids": _int_lists([r.prompt_ids for r in rows]),
+        "teacher_prompt_ids": _int_lists([r.prompt_ids if r.teacher_prompt_ids is None else r.teacher_prompt_ids
+                                          for r in rows]),
+        "response_ids": _int_lists([r.response_ids for r in rows]),
+        "response_text": [text(r.response_text, r.response_ids) for r in rows], "response_len": lengths.tolist(),
+        "finished": finished, "truncated": truncated, "reward": rewards, "answer": [r.answer for r in rows],
+    }, schema=ROLLOUT_SCHEMA)
+    index = np.repeat(np.arange(len(rows), dtype=np.int64), lengths)
 
-    def rep(values: Sequence[Any]) -> list[Any]:
-        return np.repeat(np.array(list(values), dtype=object), lengths).tolist()
+    def rep(values: Sequence[Any], type_: pa.DataType | None = None) -> pa.Array:
+        return pa.array(list(values), type_ or pa.string()).take(index)
 
     def cat(name: str, dtype: Any) -> np.ndarray:
         return np.concatenate([np.asarray(getattr(r, name), dtype=dtype) for r in rows]) if n else \
             np.zeros(0, dtype)
 
-    position = np.concatenate([np.arange(k, dtype=np.int32) for k in lengths]) if n else np.zeros(0, np.int32)
+    starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    position = (np.arange(n, dtype=np.int64) - starts).astype(np.int32)
     response_len = np.repeat(lengths, lengths).astype(np.int32)
     cols: dict[str, Any] = {
-        "run_id": rep([run_id] * len(rows)), "step": np.repeat([int(r.step) for r in rows], lengths).astype(np.int64),
-        "prompt_id": rep(pids), "sample_id": np.repeat(sample_ids, lengths).astype(np.int64),
+        "run_id": rep([run_id] * len(rows)), "step": np.repeat(np.array([int(r.step) for r in rows], dtype=np.int64),
+                                                               lengths),
+        "prompt_id": rep(pids), "sample_id": np.repeat(np.array(sample_ids, dtype=np.int64), lengths),
         "prompt_key": rep(keys), "position": position, "response_len": response_len,
         "rel_position": position / np.maximum(response_len, 1).astype(np.float64),
         "token_id": cat("response_ids", np.int32),
@@ -207,13 +213,16 @@ def build_import_tables(rows: Sequence[ImportedRollout], *, run_id: str, support
 
         from drift.collect.metrics import exclusive_cumsum
 
-        s = torch.as_tensor(cols["student_logprob"], dtype=torch.float32)
-        prefix = [exclusive_cumsum(x.unsqueeze(0), torch.ones(1, len(x), dtype=torch.bool))[0].numpy()
-                  for x in torch.split(s, lengths.tolist())]
-        cols["student_prefix_logprob"] = np.concatenate(prefix).astype(np.float64) if n else np.zeros(0)
-    cols["finished"] = np.repeat([r["finished"] for r in roll], lengths)
-    cols["truncated"] = np.repeat([r["truncated"] for r in roll], lengths)
-    cols["reward"] = rep([r["reward"] for r in roll])
+        # one padded (B, W) pass; each row's cumsum is the same sequential sum as on the row alone
+        width = int(lengths.max()) if n else 0
+        mask = torch.arange(width).unsqueeze(0) < torch.as_tensor(lengths).unsqueeze(1)
+        s = torch.zeros((len(rows), width), dtype=torch.float32)
+        s[mask] = torch.as_tensor(cols["student_logprob"], dtype=torch.float32)
+        cols["student_prefix_logprob"] = exclusive_cumsum(s, mask).numpy()[mask.numpy()].astype(np.float64) if n \
+            else np.zeros(0)
+    cols["finished"] = np.repeat(np.array(finished, dtype=bool), lengths)
+    cols["truncated"] = np.repeat(np.array(truncated, dtype=bool), lengths)
+    cols["reward"] = rep(rewards, pa.float64())
     extra: dict[str, Any] = {}
     if rows and all(has["rollout_logprob"]):
         extra["rollout_logprob"] = cat("rollout_logprob", np.float32)
@@ -232,3 +241,14 @@ def build_import_tables(rows: Sequence[ImportedRollout], *, run_id: str, support
     data = {**cols, **extra}
     tokens = pa.Table.from_pydict({f.name: data[f.name] for f in fields}, schema=pa.schema(fields))
     return rollouts, tokens
+
+
+def _int_lists(seqs: Sequence[Sequence[int]]) -> pa.Array:
+    """``list<int32>`` of integer sequences (each converted like ``int(x)``; out-of-range ids raise), built from one
+    flat array and offsets."""
+    arrays = [np.asarray(x).reshape(-1) for x in seqs]
+    offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
+    np.cumsum([len(a) for a in arrays], out=offsets[1:])
+    flat = np.concatenate([a if a.dtype == np.int64 else a.astype(np.int64) for a in arrays]) if arrays else \
+        np.zeros(0, np.int64)
+    return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(flat).cast(pa.int32()))

@@ -39,7 +39,8 @@ from drift.ingest.records import ImportedRollout, build_import_tables
 from drift.progress import make_progress
 from drift.store import DatasetWriter, DriftDataset, open_dataset
 
-__all__ = ["SourcePlan", "resolve_tokenizer", "run_import", "sign_check", "support_limits"]
+__all__ = ["SourcePlan", "conform_columns", "reference_columns", "resolve_tokenizer", "run_import", "seen_sample_ids",
+           "sign_check", "support_limits"]
 
 log = logging.getLogger(__name__)
 
@@ -268,7 +269,7 @@ def run_import(plan: SourcePlan, cfg: ImportConfig, *, student: Any = None, teac
                            identity=_identity(plan, cfg))
     done, complete = _done_parts(writer, plan)
     next_index = max(writer.completed_parts, default=-1) + 1
-    seen = _seen_sample_ids(writer)
+    seen = seen_sample_ids(writer)
     sums: dict[str, tuple[float, int]] = {}
     checked = (student is None and teacher is None) or cfg.check_rollouts == 0 or bool(done)
     bar = make_progress(len(plan.files), f"import {plan.format}", unit="file", enabled=cfg.scoring.progress)
@@ -334,7 +335,7 @@ def _write(writer: DatasetWriter, pending: tuple[int, list[ImportedRollout]], re
         return next_index
     rollouts, tokens = build_import_tables(chunk, run_id=run_id, support=plan.support, tokenizer=plan.tokenizer,
                                            seen=seen)
-    tokens = _conform(tokens, _reference_columns(writer), rel)
+    tokens = conform_columns(tokens, reference_columns(writer), rel)
     if "k1" in tokens.column_names:
         keys = tokens.column("prompt_key").to_numpy(zero_copy_only=False)
         k1 = tokens.column("k1").to_numpy().astype(np.float64)
@@ -347,7 +348,7 @@ def _write(writer: DatasetWriter, pending: tuple[int, list[ImportedRollout]], re
     return next_index + 1
 
 
-def _seen_sample_ids(writer: DatasetWriter) -> dict[tuple[Any, ...], int]:
+def seen_sample_ids(writer: DatasetWriter) -> dict[tuple[Any, ...], int]:
     """Order-of-appearance sample-id counters after the parts already written (a resume continues them, so new
     ids never collide with stored ones)."""
     import pyarrow.parquet as pq
@@ -361,7 +362,7 @@ def _seen_sample_ids(writer: DatasetWriter) -> dict[tuple[Any, ...], int]:
     return seen
 
 
-def _reference_columns(writer: DatasetWriter) -> list[str] | None:
+def reference_columns(writer: DatasetWriter) -> list[str] | None:
     """The token columns of the parts already written (every part of a dataset must have the same)."""
     import pyarrow.parquet as pq
 
@@ -369,7 +370,7 @@ def _reference_columns(writer: DatasetWriter) -> list[str] | None:
     return pq.read_schema(writer.root / parts[0]["tokens"]).names if parts else None
 
 
-def _conform(tokens: Any, reference: list[str] | None, rel: str) -> Any:
+def conform_columns(tokens: Any, reference: list[str] | None, rel: str) -> Any:
     """``tokens`` with the reference's columns: optional per-row columns a later file lacks are filled (nulls;
     ``loss_mask`` True), a column a later file adds is refused (DuckDB reads every part with one schema)."""
     import pyarrow as pa

@@ -51,7 +51,8 @@ SAMPLER_METRICS: tuple[str, ...] = ("trainer_minus_sampler", "abs_trainer_minus_
 
 _SAMPLER_SOURCES = ("slime `--dump-details` (rollout_log_probs; `drift import slime DIR`), NeMo RL "
                     "(generation_logprobs; `drift import nemo-rl LOG_DIR`), or the generic records' "
-                    "`rollout_logprobs` (`drift import tokens FILE`)")
+                    "`rollout_logprobs` (`drift import tokens FILE`), or `Recorder.log(..., rollout_logprobs=...)` "
+                    "when recording during training")
 
 
 @dataclass(frozen=True)
@@ -194,7 +195,8 @@ def support_blocks(support: Support, config: Mapping[str, Any], manifest: Mappin
     if limits:
         blocks += [TextBlock(("What this dataset cannot show, and the command that adds it:",)),
                    TextBlock(tuple(limits), bullets=True)]
-    origin = f"imported from {support.source_format} logs" if support.source_format else "not scored by drift"
+    origin = ("recorded during training (drift.record.Recorder)" if support.source_format == "record" else
+              f"imported from {support.source_format} logs" if support.source_format else "not scored by drift")
     finding = f"support {support.support!r} ({origin}" + ("" if support.has_teacher else ", no teacher log-probs") + ")"
     findings = [finding + (": not in this dataset: " + " | ".join(limits) if limits else "")]
     return blocks, findings

@@ -134,8 +134,8 @@ def training_section(ctx: Context) -> Section:
         con.close()
         if len(steps) < 2:
             sec.missing = ("this dataset holds a single step. Pass --train RUNDIR (a `drift train` run folder with "
-                           "drift/step-* datasets, from --collect-at or a DriftCallback) or a dataset with several `step` "
-                           "values.")
+                           "drift/step-* datasets, from --collect-at or a DriftCallback) or a dataset with several "
+                           "`step` values.")
             return sec
     elif len(train_steps(ctx.train_dir)) < 1:
         sec.missing = (f"{ctx.train_dir} holds no drift/step-* datasets; train with --collect-at STEPS, or record "

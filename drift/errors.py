@@ -83,6 +83,10 @@ class DeviceError(DriftError, ValueError):
     """The requested device (``--device``) does not exist or is not available on this machine."""
 
 
+class DistributedError(DriftError, RuntimeError):
+    """Another rank of a torchrun job failed (its error is quoted), or torch.distributed could not start."""
+
+
 class DriftWarning(UserWarning):
     """Base class of drift's warnings."""
 

@@ -14,6 +14,10 @@ the manifest records and the columns the schema requires) and drops damaged ones
 manifest does not list; since parts are deterministic functions of the config and their index, a resumed run has
 the same rows as an uninterrupted one, none lost or duplicated.
 
+A sharded run (``torchrun``, :mod:`drift.runtime.distributed`) has one :class:`DatasetWriter`, on rank 0, which
+makes every check above and plans the parts; each rank writes its own part files the same atomic way
+(:class:`PartFiles`), and rank 0 lists them in the one manifest (:meth:`DatasetWriter.record_parts`).
+
 Nothing reaches the disk before the first part: a run that fails earlier leaves ``OUT`` as it found it (an
 ``overwrite`` deletes the old dataset only then), so a rerun needs no ``--if-exists overwrite``.
 
@@ -47,7 +51,8 @@ import pyarrow.parquet as pq
 from drift.errors import DamagedPartError, DatasetError, DatasetExistsError, DriftError, SchemaError
 from drift.schema import read_drift_metadata, validate_schema, with_drift_metadata
 
-__all__ = ["DatasetWriter", "DriftDataset", "IfExists", "PartProblem", "open_dataset", "repair_command"]
+__all__ = ["DatasetWriter", "DriftDataset", "IfExists", "PartFiles", "PartProblem", "open_dataset",
+           "repair_command"]
 
 log = logging.getLogger(__name__)
 
@@ -291,6 +296,71 @@ def repair_command(root: str | os.PathLike[str], recorded: Mapping[str, Any]) ->
     return shlex.join(words)
 
 
+def _write_table(root: Path, rel: str, table: pa.Table, metadata: Mapping[str, Any]) -> None:
+    """Write ``table`` to ``root / rel`` atomically (a temporary name, fsync, rename) with drift's metadata."""
+    path = root / rel
+    tmp = path.with_name(f".{path.name}.tmp")
+    meta = dict(table.schema.metadata or {})
+    meta[b"drift"] = json.dumps(dict(metadata), default=str).encode()
+    # dictionary pages only for columns whose values repeat (strings, ints, flags): high-entropy floats (log-probs,
+    # prefix sums) never fit a dictionary, and the failed attempt made writes ~3x slower and files ~30% larger
+    dictionary = [f.name for f in table.schema if not pa.types.is_floating(f.type)]
+    pq.write_table(table.replace_schema_metadata(meta), tmp, compression="zstd", use_dictionary=dictionary)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class PartFiles:
+    """The part files of one dataset, written atomically without touching its manifest.
+
+    Every rank of a sharded run (:mod:`drift.runtime.distributed`) writes its own parts with one of these; rank 0's
+    :class:`DatasetWriter` (whose :attr:`DatasetWriter.files` is one too) lists them with
+    :meth:`DatasetWriter.record_parts`. The dataset folder must exist (:meth:`DatasetWriter.materialize`).
+
+    Args:
+        root: the dataset folder.
+        tables: the tables each part holds.
+        metadata: key-value metadata attached to every parquet file under ``b"drift"`` (the writer's, by reference).
+    """
+
+    def __init__(self, root: str | os.PathLike[str], tables: Sequence[str], metadata: Mapping[str, Any]) -> None:
+        self.root = Path(root)
+        self.tables = tuple(tables)
+        self.metadata = metadata
+
+    def check(self, index: int, given: Mapping[str, pa.Table]) -> None:
+        """Raise :class:`DatasetError` / :class:`SchemaError` unless ``given`` holds every table, schema-valid."""
+        if set(given) != set(self.tables):
+            raise DatasetError(f"part {index}: expected tables {sorted(self.tables)}, got {sorted(given)}")
+        for name in ("rollouts", "tokens"):
+            if name in given:
+                # the writer's metadata says the support, hence which token columns must be there
+                validate_schema(with_drift_metadata(given[name].schema, dict(self.metadata)), name,
+                                what=f"{name} of part {index}")
+
+    def write(self, index: int, tables: Mapping[str, pa.Table], *,
+              info: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Check and write part ``index`` (tokens first, rollouts last); return its manifest entry.
+
+        ``info`` (JSON-able) is stored in the entry, e.g. the source file an import read it from, or the rank.
+        """
+        self.check(index, tables)
+        if not self.root.is_dir():
+            raise DatasetError(f"{self.root} does not exist; part {index} cannot be written before the dataset "
+                               "folder is created")
+        entry: dict[str, Any] = {"index": index}
+        # tokens first, rollouts last: a part is only listed once all its files are in place anyway
+        for name in sorted(tables, key=lambda n: n != "tokens"):
+            rel = f"{name}/{_part_name(index)}"
+            _write_table(self.root, rel, tables[name], self.metadata)
+            entry[name] = rel
+        entry.update({f"n_{name}": t.num_rows for name, t in tables.items()}, written=_now())
+        if info:
+            entry.update(dict(info))
+        return entry
+
+
 class DatasetWriter:
     """Write a drift dataset part by part, atomically, with resume support.
 
@@ -316,6 +386,8 @@ class DatasetWriter:
         self.root = Path(root)
         self.tables = tuple(tables)
         self.metadata = dict(metadata or {})
+        #: writes the part files (shares :attr:`metadata`); other ranks of a sharded run use their own
+        self.files = PartFiles(self.root, self.tables, self.metadata)
         self.n_parts = n_parts
         #: problems of the parts a resume found damaged and dropped (they are regenerated like missing parts)
         self.dropped: list[PartProblem] = []
@@ -429,17 +501,14 @@ class DatasetWriter:
         _atomic_write_text(self.root / MANIFEST, json.dumps(self.manifest, indent=2) + "\n")
 
     def _write_table(self, table: pa.Table, rel: str) -> None:
-        path = self.root / rel
-        tmp = path.with_name(f".{path.name}.tmp")
-        meta = dict(table.schema.metadata or {})
-        meta[b"drift"] = json.dumps(self.metadata, default=str).encode()
-        # dictionary pages only for columns whose values repeat (strings, ints, flags): high-entropy floats (log-probs,
-        # prefix sums) never fit a dictionary, and the failed attempt made writes ~3x slower and files ~30% larger
-        dictionary = [f.name for f in table.schema if not pa.types.is_floating(f.type)]
-        pq.write_table(table.replace_schema_metadata(meta), tmp, compression="zstd", use_dictionary=dictionary)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        _write_table(self.root, rel, table, self.metadata)
+
+    def materialize(self) -> None:
+        """Create the dataset folder now (config.json, the table folders, the manifest) if it is not there yet.
+
+        :meth:`write_part` does so itself; a sharded run calls it on rank 0 before other ranks write part files.
+        """
+        self._materialize()
 
     def set_config(self, config: Mapping[str, Any]) -> None:
         """Replace the ``config.json`` payload (e.g. with checks made after construction) before the first part.
@@ -460,28 +529,27 @@ class DatasetWriter:
         if index in self.completed_parts:
             raise DatasetError(f"part {index} of {self.root} is already written")
         given = {k: v for k, v in {"rollouts": rollouts, "tokens": tokens, **tables}.items() if v is not None}
-        if set(given) != set(self.tables):
-            raise DatasetError(f"part {index}: expected tables {sorted(self.tables)}, got {sorted(given)}")
-        for name in ("rollouts", "tokens"):
-            if name in given:
-                # the writer's metadata says the support, hence which token columns must be there
-                validate_schema(with_drift_metadata(given[name].schema, self.metadata), name,
-                                what=f"{name} of part {index}")
+        self.files.check(index, given)
         self._materialize()
-        entry: dict[str, Any] = {"index": index}
-        # tokens first, rollouts last: a part is only listed once all its files are in place anyway
-        for name in sorted(given, key=lambda n: n != "tokens"):
-            rel = f"{name}/{_part_name(index)}"
-            self._write_table(given[name], rel)
-            entry[name] = rel
-        counts = {f"n_{name}": t.num_rows for name, t in given.items()}
-        entry.update(counts, written=_now())
-        if info:
-            entry.update(dict(info))
-        self.manifest["parts"].append(entry)
+        self.record_parts([self.files.write(index, given, info=info)])
+
+    def record_parts(self, entries: Sequence[Mapping[str, Any]]) -> None:
+        """List parts whose files are in place (entries from :meth:`PartFiles.write`) and rewrite the manifest.
+
+        Raises:
+            DatasetError: a part is listed already.
+        """
+        if not entries:
+            return
+        done = self.completed_parts
+        for e in entries:
+            if int(e["index"]) in done:
+                raise DatasetError(f"part {e['index']} of {self.root} is already written")
+            done.add(int(e["index"]))
+        self.manifest["parts"].extend(dict(e) for e in entries)
         self.manifest["parts"].sort(key=lambda p: p["index"])
-        for key in counts:
-            self.manifest[key] = sum(p.get(key, 0) for p in self.manifest["parts"])
+        for t in self.tables:
+            self.manifest[f"n_{t}"] = sum(p.get(f"n_{t}", 0) for p in self.manifest["parts"])
         self._write_manifest()
 
     @property

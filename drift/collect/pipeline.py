@@ -7,7 +7,9 @@ already-built model and tokenizer objects, so tests can pass tiny random models;
 
 Work is split into parts (``part_size`` rollouts). A part is generated, scored and written atomically before the
 next begins; with ``if_exists="resume"`` the parts already in the manifest are skipped and the rest are
-regenerated from the same seeds, so the finished dataset equals an uninterrupted run.
+regenerated from the same seeds, so the finished dataset equals an uninterrupted run. Under ``torchrun`` the parts
+are shared out between the ranks (:mod:`drift.runtime.distributed`); a part's rows depend on its index and the seed
+only, so the dataset equals a one-process run whatever the number of processes.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from drift.models import pair_context
 from drift.presets import apply_preset, preset_values
 from drift.progress import make_progress
 from drift.runtime.checks import preflight_out
+from drift.runtime.distributed import SINGLE, Dist, PartPlan, plan_parts, rank_device, session, write_parts
 from drift.runtime.loading import load_pair, set_threads
 from drift.runtime.padding import pad_id_for
 from drift.runtime.prompts import PromptStyle, check_context, render_checked, render_prompt
@@ -170,12 +173,11 @@ def build_tables(rows: Sequence[dict[str, Any]], scores: Sequence[dict[str, np.n
     return rollouts, tokens
 
 
-class _PartWriter:
-    """Scores rollout rows of one part and writes them (shared by collect and score)."""
+class _PartScorer:
+    """Scores the rollout rows of one part into its tables (shared by collect and score)."""
 
-    def __init__(self, models: _Models, opts: ScoringOptions, writer: DatasetWriter, step: int | None,
-                 bar: Any) -> None:
-        self.models, self.opts, self.writer, self.step, self.bar = models, opts, writer, step, bar
+    def __init__(self, models: _Models, opts: ScoringOptions, step: int | None, bar: Any) -> None:
+        self.models, self.opts, self.step, self.bar = models, opts, step, bar
 
     def items(self, rows: Sequence[dict[str, Any]]) -> list[ScoringItem]:
         return [ScoringItem(r["student_prompt_ids"], r["teacher_prompt_ids"], r["response_ids"]) for r in rows]
@@ -190,39 +192,48 @@ class _PartWriter:
                  report.self_max_kl, report.shifted_mean_abs_advantage, report.offset_teacher_logprob)
         return report.to_dict()
 
-    def write(self, index: int, rows: list[dict[str, Any]]) -> None:
+    def tables(self, rows: list[dict[str, Any]]) -> dict[str, pa.Table]:
         scores = score_items(self.models.student, self.models.teacher, self.items(rows),
                              chunk_size=self.opts.chunk_size, vocab_chunk=self.opts.vocab_chunk, topk=self.opts.topk,
                              max_batch_tokens=self.opts.max_batch_tokens, vocab_size=self.models.pair.shared_vocab,
                              temperature=self.opts.score_temperature, on_tokens=self.bar.update)
         rollouts, tokens = build_tables(rows, scores, step=self.step, world=self.models.world,
                                         tokenizer=self.models.tokenizer)
-        self.writer.write_part(index, rollouts, tokens)
+        return {"rollouts": rollouts, "tokens": tokens}
 
 
-def _run_parts(parts: list[Any], make_rows: Any, part_writer: _PartWriter, writer: DatasetWriter,
-               self_check: bool, bars: Sequence[Any] = ()) -> DriftDataset:
-    """Generate (via ``make_rows(i, part)``), score and write every pending part; close the manifest."""
-    pending = [i for i in range(len(parts)) if i not in writer.completed_parts]
+def _run_parts(parts: list[Any], make_rows: Any, scorer: _PartScorer, writer: DatasetWriter | None, plan: PartPlan,
+               dist: Dist, self_check: bool, bars: Sequence[Any] = ()) -> DriftDataset:
+    """Generate (via ``make_rows(i, part)``), score and write this rank's pending parts; close the manifest.
+
+    Rank 0 (the only rank with a ``writer``) records every rank's parts and closes the manifest; the self-check
+    runs on rank 0's first part (the first pending part, as in a one-process run).
+    """
     info: dict[str, Any] = {}
-    all_bars = [*bars, part_writer.bar]
+    all_bars = [*bars, scorer.bar]
+
+    def make(index: int) -> dict[str, pa.Table]:
+        for bar in all_bars:
+            bar.set_postfix_str(f"part {index + 1}/{len(parts)}")
+        rows = make_rows(index, parts[index])
+        if self_check and dist.is_main and "self_check" not in info:
+            info["self_check"] = scorer.self_check(rows)
+        return scorer.tables(rows)
+
     try:
-        for n_done, i in enumerate(pending):
-            for bar in all_bars:
-                bar.set_postfix_str(f"part {i + 1}/{len(parts)}")
-            rows = make_rows(i, parts[i])
-            if self_check and n_done == 0:
-                info["self_check"] = part_writer.self_check(rows)
-            part_writer.write(i, rows)
+        write_parts(dist, plan, writer, make)
     except BaseException:
-        writer.close("interrupted", **info)
+        if writer is not None:
+            writer.close("interrupted", **info)
         for bar in all_bars:
             bar.close()
         raise
     for bar in all_bars:
         bar.close()
-    writer.close("complete", **info)
-    return open_dataset(writer.root)
+    with dist.together("closing the manifest (rank 0)"):
+        if writer is not None:
+            writer.close("complete", **info)
+    return open_dataset(plan.root)
 
 
 def _render_all(prompts: Sequence[PromptRecord], tokenizer: Any, style: PromptStyle, context: int | None,
@@ -243,7 +254,7 @@ def rendered_example(row: dict[str, Any]) -> dict[str, Any]:
 
 def collect(student: Any, teacher: Any, tokenizer: Any, prompts: Sequence[PromptRecord], config: CollectConfig, *,
             teacher_tokenizer: Any | None = None, world: Any | None = None,
-            own_tokenizers: dict[str, Any] | None = None) -> DriftDataset:
+            own_tokenizers: dict[str, Any] | None = None, dist: Dist | None = None) -> DriftDataset:
     """Sample rollouts from ``student`` for ``prompts`` and score them with both models into ``config.out``.
 
     Args:
@@ -256,14 +267,18 @@ def collect(student: Any, teacher: Any, tokenizer: Any, prompts: Sequence[Prompt
         world: an oracle world adding ``oracle_*`` columns and the world verifier.
         own_tokenizers: each model's own tokenizer when ``tokenizer`` is an override (see
             :func:`~drift.collect.guards.check_pair`).
+        dist: this process's rank in a sharded run (:func:`drift.runtime.distributed.session`; every rank calls
+            ``collect`` with the same arguments and makes its share of the parts). Default: a plain run.
 
     Returns:
-        The written dataset, opened.
+        The written dataset, opened (on every rank).
 
     Raises:
         PromptTooLongError, ChatTemplateError, InputFormatError: a prompt cannot be rendered or does not fit the
             context; raised before anything is written.
+        DistributedError: another rank failed (the parts finished so far are kept).
     """
+    dist = dist or SINGLE
     set_threads(config.scoring.num_threads)
     if config.max_prompts is not None:
         prompts = list(prompts)[: config.max_prompts]
@@ -285,15 +300,16 @@ def collect(student: Any, teacher: Any, tokenizer: Any, prompts: Sequence[Prompt
     sampling = {"temperature": config.temperature, "top_p": config.top_p, "top_k": 0,
                 "max_new_tokens": config.max_new_tokens, "samples_per_prompt": config.samples_per_prompt,
                 "seed": config.seed, "stop_ids": stops, "pad_id": pad_id}
-    writer = DatasetWriter(config.out, if_exists=config.if_exists,  # type: ignore[arg-type]
-                           config=_payload("collect", config, models, {
-                               "sampling": sampling, "rendered_example": rendered_example(rendered[0])}),
-                           n_parts=len(parts), metadata=_metadata(config, models, run_id, sampling),
-                           identity=_identity("collect", config, models, inputs_hash))
-    n_pending = sum(len(parts[i]) for i in range(len(parts)) if i not in writer.completed_parts)
-    n_rollouts = n_pending * config.samples_per_prompt
-    gen_bar = make_progress(n_rollouts * config.max_new_tokens, "collect: sample", enabled=config.scoring.progress)
-    bar = make_progress(None, "collect: score", enabled=config.scoring.progress)
+    writer, plan = plan_parts(dist, lambda: DatasetWriter(
+        config.out, if_exists=config.if_exists,  # type: ignore[arg-type]
+        config=_payload("collect", config, models, {"sampling": sampling,
+                                                   "rendered_example": rendered_example(rendered[0])}),
+        n_parts=len(parts), metadata=_metadata(config, models, run_id, sampling),
+        identity=_identity("collect", config, models, inputs_hash)))
+    n_rollouts = sum(len(parts[i]) for i in plan.share(dist)) * config.samples_per_prompt
+    shown = config.scoring.progress and dist.is_main  # rank 0's bars stand for every rank's
+    gen_bar = make_progress(n_rollouts * config.max_new_tokens, "collect: sample", enabled=shown)
+    bar = make_progress(None, "collect: score", enabled=shown)
 
     def unused_budget(n: int) -> None:  # rows that stopped early: shrink the total so the ETA stays honest
         gen_bar.total = max(gen_bar.n, (gen_bar.total or 0) - n)
@@ -319,14 +335,14 @@ def collect(student: Any, teacher: Any, tokenizer: Any, prompts: Sequence[Prompt
                          "truncated": gen.truncated, "reward": reward})
         return rows
 
-    return _run_parts(parts, make_rows, _PartWriter(models, config.scoring, writer, config.step, bar), writer,
+    return _run_parts(parts, make_rows, _PartScorer(models, config.scoring, config.step, bar), writer, plan, dist,
                       config.scoring.self_check, bars=[gen_bar])
 
 
 def score(student: Any, teacher: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], config: ScoreConfig, *,
           teacher_tokenizer: Any | None = None, world: Any | None = None,
           own_tokenizers: dict[str, Any] | None = None, recorded: tuple[str, Any] | None = None,
-          source: dict[str, Any] | None = None, row_steps: bool = False) -> DriftDataset:
+          source: dict[str, Any] | None = None, row_steps: bool = False, dist: Dist | None = None) -> DriftDataset:
     """Score existing rollout rows (rollouts-table dicts) with ``student`` and ``teacher`` into ``config.out``.
 
     Rows need ``prompt_id, sample_id, student_prompt_ids, teacher_prompt_ids, response_ids``; other rollout
@@ -340,11 +356,14 @@ def score(student: Any, teacher: Any, tokenizer: Any, rows: Sequence[dict[str, A
         source: where the rows came from (format, files, rules), recorded as ``config.json``'s ``source`` block;
             its ``format`` becomes the parquet metadata ``source_format``.
         row_steps: every row carries its own ``step`` (labels its token rows) instead of ``config.step``.
+        dist: this process's rank in a sharded run (as in :func:`collect`). Default: a plain run.
 
     Raises:
         PromptTooLongError: a prompt plus its response exceeds the models' context (before anything is written).
         InputFormatError: no rows, or ``row_steps`` with a row lacking an integer ``step``.
+        DistributedError: another rank failed (the parts finished so far are kept).
     """
+    dist = dist or SINGLE
     set_threads(config.scoring.num_threads)
     pair = check_pair(student, teacher, tokenizer, teacher_tokenizer, own_tokenizers=own_tokenizers)
     models = _Models(student, teacher, tokenizer, pair, world)
@@ -386,15 +405,14 @@ def score(student: Any, teacher: Any, tokenizer: Any, rows: Sequence[dict[str, A
     if source is not None:
         extra["source"] = source
         metadata["source_format"] = source.get("format")
-    writer = DatasetWriter(config.out, if_exists=config.if_exists,  # type: ignore[arg-type]
-                           config=_payload(command, recorded_cfg, models, extra),
-                           n_parts=len(parts), metadata=metadata,
-                           identity=_identity(command, recorded_cfg, models, inputs_hash))
-    pending = [i for i in range(len(parts)) if i not in writer.completed_parts]
-    bar = make_progress(sum(len(r["response_ids"]) for i in pending for r in parts[i]), "score: tokens",
-                        enabled=config.scoring.progress)
-    part_writer = _PartWriter(models, config.scoring, writer, None if row_steps else config.step, bar)
-    return _run_parts(parts, lambda i, part: part, part_writer, writer, config.scoring.self_check)
+    writer, plan = plan_parts(dist, lambda: DatasetWriter(
+        config.out, if_exists=config.if_exists,  # type: ignore[arg-type]
+        config=_payload(command, recorded_cfg, models, extra), n_parts=len(parts), metadata=metadata,
+        identity=_identity(command, recorded_cfg, models, inputs_hash)))
+    bar = make_progress(sum(len(r["response_ids"]) for i in plan.share(dist) for r in parts[i]), "score: tokens",
+                        enabled=config.scoring.progress and dist.is_main)
+    scorer = _PartScorer(models, config.scoring, None if row_steps else config.step, bar)
+    return _run_parts(parts, lambda i, part: part, scorer, writer, plan, dist, config.scoring.self_check)
 
 
 def _rerender_teacher(row: dict[str, Any], tokenizer: Any, config: ScoreConfig) -> dict[str, Any]:
@@ -409,29 +427,39 @@ def _rerender_teacher(row: dict[str, Any], tokenizer: Any, config: ScoreConfig) 
     return {**row, "teacher_prompt": t_text, "teacher_prompt_ids": t_ids}
 
 
+def _load(config: CollectConfig | ScoreConfig, dist: Dist) -> Any:
+    """:func:`load_pair` on every rank (``cuda:LOCAL_RANK`` under ``--device auto``); a failure stops them all."""
+    with dist.together("loading the models"):
+        return load_pair(config.student, config.teacher, tokenizer=config.tokenizer,
+                         device=rank_device(config.scoring.device, dist), dtype=config.scoring.dtype,
+                         num_threads=config.scoring.num_threads, world=config.world)
+
+
 def collect_from_config(config: CollectConfig) -> DriftDataset:
     """Load models, tokenizer, prompts and world from the paths in ``config`` and run :func:`collect`.
 
-    The prompt file and the output folder are checked before any model is loaded.
+    The prompt file and the output folder are checked before any model is loaded. Under ``torchrun`` every rank
+    loads the models and makes its share of the parts (:mod:`drift.runtime.distributed`).
     """
     if config.preset:
         config = apply_preset(config, preset_values(config.preset))
     prompts = read_prompts(config.prompts, limit=config.max_prompts)
     preflight_out(config.out, config.if_exists)
-    mp = load_pair(config.student, config.teacher, tokenizer=config.tokenizer, device=config.scoring.device,
-                   dtype=config.scoring.dtype, num_threads=config.scoring.num_threads, world=config.world)
-    return collect(mp.student, mp.teacher, mp.tokenizer, prompts, config, teacher_tokenizer=mp.teacher_tokenizer,
-                   world=mp.world, own_tokenizers=mp.own_tokenizers if config.tokenizer else None)
+    with session(config.scoring.device) as dist:
+        mp = _load(config, dist)
+        return collect(mp.student, mp.teacher, mp.tokenizer, prompts, config,
+                       teacher_tokenizer=mp.teacher_tokenizer, world=mp.world,
+                       own_tokenizers=mp.own_tokenizers if config.tokenizer else None, dist=dist)
 
 
 def score_from_config(config: ScoreConfig) -> DriftDataset:
-    """Load models and the rollouts input named in ``config`` and run :func:`score`."""
+    """Load models and the rollouts input named in ``config`` and run :func:`score` (sharded under torchrun)."""
     from drift.collect.inputs import read_rollouts
 
     preflight_out(config.out, config.if_exists)
-    mp = load_pair(config.student, config.teacher, tokenizer=config.tokenizer, device=config.scoring.device,
-                   dtype=config.scoring.dtype, num_threads=config.scoring.num_threads, world=config.world)
-    rows = read_rollouts(config.rollouts, mp.tokenizer, chat=config.chat_template,
-                         stop_ids=stop_token_ids(mp.tokenizer, mp.student))
-    return score(mp.student, mp.teacher, mp.tokenizer, rows, config, teacher_tokenizer=mp.teacher_tokenizer,
-                 world=mp.world, own_tokenizers=mp.own_tokenizers if config.tokenizer else None)
+    with session(config.scoring.device) as dist:
+        mp = _load(config, dist)
+        rows = read_rollouts(config.rollouts, mp.tokenizer, chat=config.chat_template,
+                             stop_ids=stop_token_ids(mp.tokenizer, mp.student))
+        return score(mp.student, mp.teacher, mp.tokenizer, rows, config, teacher_tokenizer=mp.teacher_tokenizer,
+                     world=mp.world, own_tokenizers=mp.own_tokenizers if config.tokenizer else None, dist=dist)

@@ -35,7 +35,8 @@ three distribution metrics are null (that distribution was never scored).
 Seeds and resume. Work is split into parts of ``part_size`` rollouts; batch ``b`` of model ``m`` (0 teacher, 1
 student) in part ``p`` is seeded with ``derive_seed(seed, p, m, b)``, so a probe resumed with
 ``if_exists="resume"`` equals an uninterrupted one (parts are written atomically by
-:class:`~drift.store.DatasetWriter`).
+:class:`~drift.store.DatasetWriter`), and a probe sharded under ``torchrun`` (:mod:`drift.runtime.distributed`)
+equals a one-process one.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ from drift.errors import DatasetError
 from drift.probe.config import ProbeConfig, resolve_config
 from drift.progress import make_progress
 from drift.runtime.checks import preflight_out
+from drift.runtime.distributed import SINGLE, Dist, is_main, plan_parts, rank_device, session, write_parts
 from drift.runtime.padding import pad_id_for
 from drift.runtime.prompts import PromptStyle, render_record
 from drift.store import DatasetWriter, DriftDataset, open_dataset
@@ -314,7 +316,7 @@ def _part_table(setup: _Setup, part: int, rows: list[dict[str, Any]], cuts: list
 
 # ------------------------------------------------------------------------------------------------ the probe
 def probe(student: Any, teacher: Any, tokenizer: Any, dataset: DriftDataset | str, config: ProbeConfig, *,
-          world: Any | None = None, teacher_tokenizer: Any | None = None) -> DriftDataset:
+          world: Any | None = None, teacher_tokenizer: Any | None = None, dist: Dist | None = None) -> DriftDataset:
     """Continue ``dataset``'s rollouts from prefixes with ``teacher`` and ``student``; write ``config.out``.
 
     Args:
@@ -324,13 +326,19 @@ def probe(student: Any, teacher: Any, tokenizer: Any, dataset: DriftDataset | st
         config: the probe config; ``None`` fields are resolved from the dataset's ``config.json``.
         world: an oracle world for the ``world`` / ``auto`` verifier.
         teacher_tokenizer: checked against ``tokenizer`` (default: the same).
+        dist: this process's rank in a sharded run (:func:`drift.runtime.distributed.session`; every rank calls
+            ``probe`` with the same arguments and continues its share of the parts). Default: a plain run.
 
     Returns:
-        The written probe dataset (table ``continuations``, see :data:`CONTINUATION_SCHEMA`), opened.
+        The written probe dataset (table ``continuations``, see :data:`CONTINUATION_SCHEMA`), opened (every rank).
+
+    Raises:
+        DistributedError: another rank failed (the parts finished so far are kept).
     """
     from drift.collect.guards import check_pair
     from drift.models import model_identity, tokenizer_hash
 
+    dist = dist or SINGLE
     ds = dataset if isinstance(dataset, DriftDataset) else open_dataset(dataset)
     cfg = resolve_config(config, ds.config)
     if cfg.scoring.num_threads is not None:
@@ -377,45 +385,56 @@ def probe(student: Any, teacher: Any, tokenizer: Any, dataset: DriftDataset | st
                "world": world.to_dict() if world is not None else None, "sampling": sampling,
                "n_rollouts": len(rows), "drift_version": __version__, "git_sha": git_sha(),
                "torch_version": torch.__version__}
-    writer = DatasetWriter(cfg.out, if_exists=cfg.if_exists, config=payload, n_parts=len(parts),  # type: ignore
-                           metadata={"probe": True, "ratios": list(cfg.ratios), "sampling": sampling,
-                                     "dataset": str(ds.root), "drift_version": __version__},
-                           identity=identity, tables=("continuations",))
-    pending = [p for p in range(len(parts)) if p not in writer.completed_parts]
-    n_pending = sum(len(rows[parts[p]: parts[p] + per]) for p in pending)
+    writer, plan = plan_parts(dist, lambda: DatasetWriter(
+        cfg.out, if_exists=cfg.if_exists, config=payload, n_parts=len(parts),  # type: ignore[arg-type]
+        metadata={"probe": True, "ratios": list(cfg.ratios), "sampling": sampling, "dataset": str(ds.root),
+                  "drift_version": __version__},
+        identity=identity, tables=("continuations",)))
+    n_pending = sum(len(rows[parts[p]: parts[p] + per]) for p in plan.share(dist))
     bar = make_progress(n_pending * len(cfg.ratios) * cfg.continuations * 2, "probe: continuations", unit="cont",
-                        enabled=cfg.scoring.progress)
+                        enabled=cfg.scoring.progress and dist.is_main)
+
+    def make(p: int) -> dict[str, pa.Table]:
+        lo = parts[p]
+        bar.set_postfix_str(f"part {p + 1}/{len(parts)}")
+        sub = preds.iloc[lo * len(cfg.ratios): (lo + per) * len(cfg.ratios)].reset_index(drop=True)
+        return {"continuations": _part_table(setup, p, rows[lo: lo + per], cuts[lo: lo + per], sub, bar.update)}
+
     try:
-        for p in pending:
-            lo = parts[p]
-            bar.set_postfix_str(f"part {p + 1}/{len(parts)}")
-            sub = preds.iloc[lo * len(cfg.ratios): (lo + per) * len(cfg.ratios)].reset_index(drop=True)
-            table = _part_table(setup, p, rows[lo: lo + per], cuts[lo: lo + per], sub, bar.update)
-            writer.write_part(p, continuations=table)
+        write_parts(dist, plan, writer, make)
     except BaseException:
-        writer.close("interrupted")
+        if writer is not None:
+            writer.close("interrupted")
         bar.close()
         raise
     bar.close()
-    writer.close("complete")
-    return open_dataset(writer.root)
+    with dist.together("closing the manifest (rank 0)"):
+        if writer is not None:
+            writer.close("complete")
+    return open_dataset(plan.root)
 
 
-def _load(cfg: ProbeConfig) -> tuple[Any, Any, Any, Any, Any]:
+def _load(cfg: ProbeConfig, dist: Dist) -> tuple[Any, Any, Any, Any, Any]:
     from drift.runtime.loading import load_pair
 
-    mp = load_pair(cfg.student, cfg.teacher, tokenizer=cfg.tokenizer, device=cfg.scoring.device,  # type: ignore
-                   dtype=cfg.scoring.dtype, num_threads=cfg.scoring.num_threads, world=cfg.world)
+    with dist.together("loading the models"):
+        mp = load_pair(cfg.student, cfg.teacher, tokenizer=cfg.tokenizer,  # type: ignore[arg-type]
+                       device=rank_device(cfg.scoring.device, dist), dtype=cfg.scoring.dtype,
+                       num_threads=cfg.scoring.num_threads, world=cfg.world)
     return mp.student, mp.teacher, mp.tokenizer, mp.teacher_tokenizer, mp.world
 
 
 def probe_from_config(config: ProbeConfig) -> DriftDataset:
-    """Load the models, tokenizer and world named in ``config`` (or in the dataset) and run :func:`probe`."""
+    """Load the models, tokenizer and world named in ``config`` (or in the dataset) and run :func:`probe`.
+
+    Under ``torchrun`` every rank loads the models and continues its share of the parts.
+    """
     ds = open_dataset(config.dataset)
     cfg = resolve_config(config, ds.config)
     preflight_out(cfg.out, cfg.if_exists)  # type: ignore[arg-type]  # fail before loading models
-    student, teacher, tokenizer, teacher_tok, world = _load(cfg)
-    return probe(student, teacher, tokenizer, ds, cfg, world=world, teacher_tokenizer=teacher_tok)
+    with session(cfg.scoring.device) as dist:
+        student, teacher, tokenizer, teacher_tok, world = _load(cfg, dist)
+        return probe(student, teacher, tokenizer, ds, cfg, world=world, teacher_tokenizer=teacher_tok, dist=dist)
 
 
 @dataclass(frozen=True)
@@ -428,11 +447,15 @@ class ProbeRun:
 
 def run_probe(config: ProbeConfig) -> ProbeRun:
     """The ``drift probe`` stage: :func:`probe_from_config`, then analyze and write ``accuracy.parquet`` and
-    ``auroc.json`` beside the ``continuations/`` parts and ``config.json``."""
+    ``auroc.json`` beside the ``continuations/`` parts and ``config.json``.
+
+    Under ``torchrun`` every rank returns the same analysis; only rank 0 writes it.
+    """
     from drift.probe.analysis import analyze
 
     ds = probe_from_config(config)
     analysis = analyze(ds, n_boot=config.n_boot, ci=config.ci, seed=config.seed, cluster=config.cluster,
                        min_clusters=config.min_clusters)
-    analysis.write(ds.root)
+    if is_main():
+        analysis.write(ds.root)
     return ProbeRun(ds, analysis)

@@ -52,7 +52,9 @@ __all__ = ["build_tables", "collect", "collect_from_config", "score", "score_fro
 log = logging.getLogger(__name__)
 
 # Settings that do not change the rows (may differ on resume).
-_NOT_IDENTITY = ("if_exists", "progress", "num_threads", "self_check", "max_batch_tokens")
+# placement knobs that cannot change a number (device maps stay identity, as --device does)
+_NOT_IDENTITY = ("if_exists", "progress", "num_threads", "self_check", "max_batch_tokens", "max_memory",
+                 "offload_folder")
 
 
 @dataclass(frozen=True)
@@ -432,7 +434,7 @@ def _load(config: CollectConfig | ScoreConfig, dist: Dist) -> Any:
     with dist.together("loading the models"):
         return load_pair(config.student, config.teacher, tokenizer=config.tokenizer,
                          device=rank_device(config.scoring.device, dist), dtype=config.scoring.dtype,
-                         num_threads=config.scoring.num_threads, world=config.world)
+                         num_threads=config.scoring.num_threads, world=config.world, **config.scoring.placement())
 
 
 def collect_from_config(config: CollectConfig) -> DriftDataset:

@@ -19,6 +19,12 @@ This equals the model's own ``model(...).logits`` (in its dtype, upcast) followe
 teacher rank alone uses an anchor computed ahead of the tiles (:meth:`LMHead.target_logits`, rounded like a tile)
 and may differ at one-ulp near-ties.
 
+Placement: either model may be dispatched by accelerate (a device map spreading its layers over devices, some
+offloaded to CPU RAM or disk). The body's hooks move activations layer to layer; the final hidden states are then
+moved to the LM head's execution device, an offloaded head's weight (on ``meta`` between forward passes) is copied
+in through its own hook for a batch's whole head phase (:meth:`LMHead.onloaded`), and the teacher's tiles are
+written into buffers on the student head's device. The numbers are those of a one-device run.
+
 Alignment: response token j of a rollout whose prompt has P tokens is predicted by the hidden state at index
 ``P + j - 1`` of that model's input. Student and teacher prompts may differ in length (privileged teacher
 prompts); both index into their own inputs, so the pairing is by response position.
@@ -27,7 +33,8 @@ prompts); both index into their own inputs, so the pairing is by response positi
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +71,11 @@ class LMHead:
     ``final_logit_softcapping``, Cohere-style ``logit_scale`` (multiply) and Granite-style ``logits_scaling``
     (divide). :meth:`check_parity` verifies on a short input that body + head reproduces ``model(...).logits``,
     so an architecture with an unknown transform fails loudly instead of scoring silently wrong.
+
+    A dispatched model (accelerate device map) works as is: ``device`` is the head's execution device (never
+    ``meta``), ``input_device`` the embeddings', and the head methods accept hidden states on any device, compute
+    on ``device`` and return on the input's device. An offloaded head is onloaded for each call, or once for a
+    whole block under :meth:`onloaded`.
     """
 
     def __init__(self, model: Any) -> None:
@@ -80,10 +92,47 @@ class LMHead:
         self.scale = getattr(cfg, "logit_scale", None) if cfg.model_type.startswith("cohere") else None
         self.divide = getattr(cfg, "logits_scaling", None)
         self.vocab_size = int(self.head.weight.shape[0])
-        self.device = self.head.weight.device
+        from drift.models import execution_device, input_device
+
+        self.device = execution_device(self.head)
+        self.input_device = input_device(model)
+        # accelerate hooks that keep the head's weights offloaded (on meta) between forward passes
+        hook = getattr(self.head, "_hf_hook", None)
+        chain = getattr(hook, "hooks", None) or ([hook] if hook is not None else [])
+        self._offload_hooks = [h for h in chain if getattr(h, "offload", False)]
+        self._onloaded = 0
+
+    def _weights(self) -> AbstractContextManager[Any]:
+        """:meth:`onloaded` for an offloaded head, else a no-op (the per-tile fast path)."""
+        return self.onloaded() if self._offload_hooks else nullcontext()
+
+    @contextmanager
+    def onloaded(self) -> Iterator[LMHead]:
+        """Keep an offloaded head's weights on :attr:`device` inside the block (nested blocks share one load).
+
+        Uses the head's own accelerate hook (``pre_forward`` copies the weights in from CPU RAM or disk,
+        ``post_forward`` puts them back on ``meta``), so tied weights are handled as in a normal forward pass. A
+        head that is not offloaded is left alone.
+        """
+        if not self._offload_hooks or self._onloaded:
+            self._onloaded += 1
+            try:
+                yield self
+            finally:
+                self._onloaded -= 1
+            return
+        for h in self._offload_hooks:
+            h.pre_forward(self.head)
+        self._onloaded = 1
+        try:
+            yield self
+        finally:
+            self._onloaded = 0
+            for h in reversed(self._offload_hooks):
+                h.post_forward(self.head, None)
 
     def hidden(self, input_ids_B_L: Tensor, attention_mask_B_L: Tensor) -> Tensor:
-        """Final hidden states (after the final norm), shape (B, L, D)."""
+        """Final hidden states (after the final norm), shape (B, L, D), on the body's output device."""
         out = self.body(input_ids=input_ids_B_L, attention_mask=attention_mask_B_L, use_cache=False)
         return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
 
@@ -112,19 +161,24 @@ class LMHead:
         return bias[v0:v1] if bias is not None else None
 
     def logits(self, hidden_C_D: Tensor, v0: int = 0, v1: int | None = None) -> Tensor:
-        """Logits of ids [v0, v1) for ``hidden_C_D``, as a new (differentiable) tensor."""
+        """Logits of ids [v0, v1) for ``hidden_C_D``, as a new (differentiable) tensor on ``hidden_C_D``'s device."""
         v1 = self.vocab_size if v1 is None else v1
-        return self._transform(torch.nn.functional.linear(hidden_C_D, self.head.weight[v0:v1], self._bias(v0, v1)))
+        with self._weights():
+            x = torch.nn.functional.linear(hidden_C_D.to(self.device), self.head.weight[v0:v1], self._bias(v0, v1))
+        return self._transform(x).to(hidden_C_D.device)
 
     def logits_into(self, hidden_C_D: Tensor, out_C_V: Tensor, v0: int = 0) -> Tensor:
-        """Write the logits of ids [v0, v0 + out_C_V.shape[1]) of ``hidden_C_D`` into ``out_C_V`` (no new (C, V))."""
+        """Write the logits of ids [v0, v0 + out_C_V.shape[1]) of ``hidden_C_D`` into ``out_C_V`` (no new (C, V)
+        on ``out_C_V``'s device; a head on another device computes there and the tile is copied over)."""
         v1 = v0 + out_C_V.shape[1]
-        w = self.head.weight[v0:v1]
-        bias = self._bias(v0, v1)
-        if hidden_C_D.dtype == out_C_V.dtype and bias is None:
-            torch.mm(hidden_C_D, w.t(), out=out_C_V)
-        else:
-            out_C_V.copy_(torch.nn.functional.linear(hidden_C_D, w, bias))
+        with self._weights():
+            w = self.head.weight[v0:v1]
+            bias = self._bias(v0, v1)
+            hidden = hidden_C_D.to(self.device)
+            if hidden.dtype == out_C_V.dtype and bias is None and out_C_V.device == self.device:
+                torch.mm(hidden, w.t(), out=out_C_V)
+            else:
+                out_C_V.copy_(torch.nn.functional.linear(hidden, w, bias))
         return self._transform_(out_C_V)
 
     def target_logits(self, hidden_C_D: Tensor, targets_C: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -136,21 +190,25 @@ class LMHead:
         to neighbouring values (one unit in the last place), so the scorer uses it only as the rank anchor and takes
         every other number from the tiles.
         """
-        w = self.head.weight[targets_C]
-        acc = torch.promote_types(torch.promote_types(hidden_C_D.dtype, w.dtype), torch.float32)
-        out = (hidden_C_D.to(acc) * w.to(acc)).sum(dim=-1)
-        bias = getattr(self.head, "bias", None)
-        if bias is not None:
-            out = out + bias[targets_C].to(acc)
-        matmul_dtype = torch.promote_types(hidden_C_D.dtype, w.dtype)
-        return self._transform_(out.to(matmul_dtype).to(dtype))
+        home = hidden_C_D.device
+        hidden, targets = hidden_C_D.to(self.device), targets_C.to(self.device)
+        with self._weights():
+            w = self.head.weight[targets]
+            bias = getattr(self.head, "bias", None)
+            bias_y = bias[targets] if bias is not None else None
+        acc = torch.promote_types(torch.promote_types(hidden.dtype, w.dtype), torch.float32)
+        out = (hidden.to(acc) * w.to(acc)).sum(dim=-1)
+        if bias_y is not None:
+            out = out + bias_y.to(acc)
+        matmul_dtype = torch.promote_types(hidden.dtype, w.dtype)
+        return self._transform_(out.to(matmul_dtype).to(dtype)).to(home)
 
     @torch.inference_mode()
     def check_parity(self, input_ids: Sequence[int], atol: float = 1e-3) -> float:
         """Max |body+head logits - model logits| on ``input_ids``; raises if above ``atol`` (relative to scale)."""
-        ids = torch.tensor([list(input_ids)], device=self.device)
+        ids = torch.tensor([list(input_ids)], device=self.input_device)
         mask = torch.ones_like(ids)
-        ref = self.model(input_ids=ids, attention_mask=mask, use_cache=False).logits[0].float()
+        ref = self.model(input_ids=ids, attention_mask=mask, use_cache=False).logits[0].float().to(self.device)
         h = self.hidden(ids, mask)[0]
         ours = self.logits_into(h, torch.empty(ref.shape, dtype=torch.float32, device=self.device))
         err = float((ours - ref).abs().max())
@@ -164,12 +222,13 @@ class LMHead:
 
 def gather_response_hidden(lm: LMHead, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]],
                             offset: int = 0) -> Tensor:
-    """Run ``lm``'s body on prompt+response rows; return the hidden states predicting each response token (N, D).
+    """Run ``lm``'s body on prompt+response rows; return the hidden states predicting each response token (N, D),
+    on the LM head's device ``lm.device`` (a dispatched body may end on another device than its head).
 
     ``offset`` shifts which position is read (0 = correct; used only by the alignment self-check).
     """
     rows = [list(p) + list(r) for p, r in zip(prompts, responses, strict=True)]
-    ids, mask = pad(rows, 0, side="right", device=lm.device)
+    ids, mask = pad(rows, 0, side="right", device=lm.input_device)
     hidden_B_L_D = lm.hidden(ids, mask)
     index_b, index_l = [], []
     for b, (p, r) in enumerate(zip(prompts, responses, strict=True)):
@@ -177,9 +236,9 @@ def gather_response_hidden(lm: LMHead, prompts: Sequence[Sequence[int]], respons
         pos = np.clip(np.arange(lo, hi + 1) + offset, lo, hi)
         index_b.append(np.full(len(r), b))
         index_l.append(pos)
-    ib = torch.as_tensor(np.concatenate(index_b), device=lm.device)
-    il = torch.as_tensor(np.concatenate(index_l), device=lm.device)
-    return hidden_B_L_D[ib, il]
+    ib = torch.as_tensor(np.concatenate(index_b), device=hidden_B_L_D.device)
+    il = torch.as_tensor(np.concatenate(index_l), device=hidden_B_L_D.device)
+    return hidden_B_L_D[ib, il].to(lm.device)
 
 
 def _tile_stats(s_lm: LMHead, t_lm: LMHead, hidden_s: Tensor, hidden_t: Tensor, targets: Tensor, vocab_size: int,
@@ -193,7 +252,7 @@ def _tile_stats(s_lm: LMHead, t_lm: LMHead, hidden_s: Tensor, hidden_t: Tensor, 
         return fill
 
     tile_dtype = buffers[0].dtype if buffers is not None else torch.float32
-    anchor = t_lm.target_logits(hidden_t, targets, tile_dtype)
+    anchor = t_lm.target_logits(hidden_t, targets, tile_dtype).to(targets.device)
     if temperature != 1.0:
         anchor.div_(temperature)
     return m.vocab_stats_tiled(make(s_lm, hidden_s), make(t_lm, hidden_t), targets, vocab_size,
@@ -227,8 +286,10 @@ def score_items(student: Any, teacher: Any, items: Sequence[ScoringItem], *, chu
     """Score every response token of ``items`` with both models; return one dict of (T,) arrays per item.
 
     Args:
-        student: the student causal LM (eval mode).
-        teacher: the teacher causal LM, same device; may be the same object (self-scoring).
+        student: the student causal LM (eval mode); the scoring buffers live on its LM head's device.
+        teacher: the teacher causal LM (may be the same object: self-scoring). Either model may sit on its own
+            device or be dispatched by accelerate over several devices with offloading; the scores are those of a
+            one-device run.
         items: rollouts to score; responses of length 0 give empty arrays.
         chunk_size: positions per LM-head chunk.
         vocab_chunk: vocabulary ids per tile; memory of the head phase is O(chunk_size x vocab_chunk), and the
@@ -275,14 +336,17 @@ def score_items(student: Any, teacher: Any, items: Sequence[ScoringItem], *, chu
         targets = torch.as_tensor(np.concatenate(responses), device=device)
         n = targets.shape[0]
         cols: dict[str, list[Tensor]] = {k: [] for k in VOCAB_COLUMNS}
-        for lo in range(0, n, chunk):
-            hi = min(n, lo + chunk)
-            stats = _tile_stats(s_lm, t_lm, hidden_s[lo:hi], hidden_t[lo:hi], targets[lo:hi], vocab_size, vc,
-                                topk, temperature, buffers)
-            for k in VOCAB_COLUMNS:
-                cols[k].append(stats[k].cpu())
-            if on_tokens is not None:
-                on_tokens(hi - lo)
+        with ExitStack() as heads:  # offloaded heads come in once per batch, not once per tile
+            heads.enter_context(s_lm.onloaded())
+            heads.enter_context(t_lm.onloaded())
+            for lo in range(0, n, chunk):
+                hi = min(n, lo + chunk)
+                stats = _tile_stats(s_lm, t_lm, hidden_s[lo:hi], hidden_t[lo:hi], targets[lo:hi], vocab_size, vc,
+                                    topk, temperature, buffers)
+                for k in VOCAB_COLUMNS:
+                    cols[k].append(stats[k].cpu())
+                if on_tokens is not None:
+                    on_tokens(hi - lo)
         flat = {k: torch.cat(v).numpy() for k, v in cols.items()}
         lengths = [len(r) for r in responses]
         derived = derived_metrics(flat["student_logprob"], flat["teacher_logprob"], lengths)

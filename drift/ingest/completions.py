@@ -470,7 +470,7 @@ def import_completions(cfg: ImportConfig) -> Any:
         raise InputFormatError(f"{root}: the {fmt} files hold no completions")
     preflight_out(cfg.out, cfg.if_exists)
     mp = load_pair(cfg.student or "", cfg.teacher or "", tokenizer=cfg.tokenizer, device=cfg.scoring.device,
-                   dtype=cfg.scoring.dtype, num_threads=cfg.scoring.num_threads)
+                   dtype=cfg.scoring.dtype, num_threads=cfg.scoring.num_threads, **cfg.scoring.placement())
     run_id = cfg.run_id or Path(cfg.out).name
     restorer = TemplateRestorer(mp.tokenizer, fmt, cfg.chat_template)
     rows = rows_from_records(records, restorer, run_id)

@@ -280,7 +280,10 @@ class LiveRecorder:
 
             p = next(student.parameters())
             dtype = self.config.teacher_dtype or str(p.dtype).replace("torch.", "")
-            self._teacher = load_model(self._teacher_spec, device=str(p.device), dtype=dtype)  # type: ignore[arg-type]
+            opts = self.config.scoring  # --teacher-device-map places a large teacher; else the student's device
+            where = (opts.model_placement("teacher") if opts.teacher_device_map is not None
+                     else {"device": str(p.device)})
+            self._teacher = load_model(self._teacher_spec, dtype=dtype, **where)  # type: ignore[arg-type]
             self._teacher_tokenizer = load_tokenizer(self._teacher_spec, required=False)  # type: ignore[arg-type]
         return self._teacher
 

@@ -420,7 +420,7 @@ def _load(cfg: ProbeConfig, dist: Dist) -> tuple[Any, Any, Any, Any, Any]:
     with dist.together("loading the models"):
         mp = load_pair(cfg.student, cfg.teacher, tokenizer=cfg.tokenizer,  # type: ignore[arg-type]
                        device=rank_device(cfg.scoring.device, dist), dtype=cfg.scoring.dtype,
-                       num_threads=cfg.scoring.num_threads, world=cfg.world)
+                       num_threads=cfg.scoring.num_threads, world=cfg.world, **cfg.scoring.placement())
     return mp.student, mp.teacher, mp.tokenizer, mp.teacher_tokenizer, mp.world
 
 

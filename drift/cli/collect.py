@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 
+from drift.cli import HELP
 from drift.collect.config import CollectConfig
 from drift.config import add_config_arguments, config_from_namespace
 
@@ -27,7 +28,7 @@ Open the result with pandas (pd.read_parquet("runs/x/tokens")), pyarrow or DuckD
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("collect", help="sample student rollouts and score them with student and teacher",
+    p = sub.add_parser("collect", help=HELP["collect"],
                        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arguments(p, CollectConfig)
     p.set_defaults(func=run)
@@ -37,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from drift.collect.pipeline import collect_from_config
     from drift.collect.summary import decile_table
     from drift.presets import preset_values
+    from drift.runtime.distributed import is_main
 
     given = vars(args)
     if given.get("preset"):
@@ -46,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     ds = collect_from_config(cfg)
     wall = time.perf_counter() - t0
+    if not is_main():  # under torchrun every rank returns the dataset; rank 0 alone prints the summary
+        return 0
     m = ds.manifest
     print(f"wrote {m['n_rollouts']} rollouts, {m['n_tokens']} tokens in {len(m['parts'])} part(s) to "
           f"{ds.root} ({wall:.1f} s)")

@@ -10,7 +10,9 @@ import argparse
 import dataclasses
 from typing import Any
 
-from drift.config import add_config_arguments, config_from_namespace
+from drift.cli import HELP
+from drift.cli.groups import add_grouped_arguments
+from drift.config import config_from_namespace
 from drift.stats.pipeline import FitConfig, check_output, run_fit
 
 DESCRIPTION = """\
@@ -67,16 +69,14 @@ def _metric_list(text: str) -> list[str]:
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``fit`` subcommand."""
     parser = subparsers.add_parser(
-        "fit", help="bin metrics by position, bootstrap intervals, fit decay curves, test direction",
+        "fit", help=HELP["fit"],
         description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     help_of = {f.name: f.metadata["help"] for f in dataclasses.fields(FitConfig)}
     parser.add_argument("dataset", metavar="DATASET", help=help_of["dataset"])
     parser.add_argument("--metric", dest="metric", action="append", type=_metric_list, required=True,
                         metavar="M", help=help_of["metric"] + " (numeric token columns, e.g. kl_reverse, k3, "
                         "cum_abs_gap_frac, teacher_top1)")
-    names = {f.name for f in dataclasses.fields(FitConfig)}
-    for title, fields in _GROUPS:
-        add_config_arguments(parser, FitConfig, exclude=names - set(fields), group=title)
+    add_grouped_arguments(parser, FitConfig, _GROUPS, skip=("dataset", "metric"))
     parser.set_defaults(func=main)
     return parser
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from drift.cli import HELP
 from drift.config import add_config_arguments, config_from_namespace
 from drift.ingest.config import IMPORT_SOURCES, ImportConfig
 
@@ -34,7 +35,7 @@ examples:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("import", help="import per-token logs from slime, NeMo RL, TRL/verl/swift, vLLM or jsonl",
+    p = sub.add_parser("import", help=HELP["import"],
                        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("source", choices=IMPORT_SOURCES, help="the source format")
     p.add_argument("path", help="the dump folder, a file, or the trainer's output_dir")

@@ -11,6 +11,8 @@ import dataclasses
 import time
 from typing import Any
 
+from drift.cli import HELP
+from drift.cli.groups import add_grouped_arguments
 from drift.config import add_config_arguments, config_from_namespace
 from drift.probe.config import ProbeConfig, parse_ratios
 
@@ -63,15 +65,14 @@ _GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``probe`` subcommand."""
     parser = subparsers.add_parser(
-        "probe", help="continuation probe: teacher/student accuracy from student prefixes, reliability AUROCs",
+        "probe", help=HELP["probe"],
         description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     help_of = {f.name: f.metadata["help"] for f in dataclasses.fields(ProbeConfig)}
     parser.add_argument("dataset", metavar="DATASET", help=help_of["dataset"])
     parser.add_argument("--ratios", dest="ratios", type=parse_ratios, default=argparse.SUPPRESS,
                         metavar="R,R,...", help=help_of["ratios"])
     names = {f.name for f in dataclasses.fields(ProbeConfig)}
-    for title, fields in _GROUPS:
-        add_config_arguments(parser, ProbeConfig, exclude=names - set(fields), group=title)
+    add_grouped_arguments(parser, ProbeConfig, _GROUPS, skip=("dataset", "ratios", "scoring"))
     unused = {"chunk_size", "max_batch_tokens", "topk", "score_temperature", "self_check"}  # scoring-only knobs
     add_config_arguments(parser, ProbeConfig, exclude=(names - {"scoring"}) | unused)
     parser.set_defaults(func=main)
@@ -81,11 +82,14 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> int:
     """Run ``drift probe`` from parsed flags; returns the exit code."""
     from drift.probe.run import run_probe
+    from drift.runtime.distributed import is_main
 
     cfg = config_from_namespace(ProbeConfig, args, dataset=args.dataset)
     t0 = time.perf_counter()
     run = run_probe(cfg)
     wall = time.perf_counter() - t0
+    if not is_main():  # under torchrun every rank returns the dataset; rank 0 alone prints the summary
+        return 0
     m = run.dataset.manifest
     print(f"wrote {m.get('n_continuations', 0)} continuations in {len(m.get('parts', []))} part(s) to "
           f"{run.dataset.root} ({wall:.1f} s)\n")

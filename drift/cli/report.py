@@ -1,6 +1,6 @@
 """``drift report``: one self-contained HTML report of a drift dataset (plus Markdown and figure files).
 
-Thin layer: flags -> :class:`~drift.report.build.ReportConfig` -> :func:`~drift.report.build.build_report` -> print
+Thin layer: flags -> :class:`~drift.report.config.ReportConfig` -> :func:`~drift.report.build.build_report` -> print
 the findings and where the files are.
 """
 
@@ -10,7 +10,9 @@ import argparse
 import dataclasses
 from typing import Any
 
-from drift.config import add_config_arguments, config_from_namespace
+from drift.cli import HELP
+from drift.cli.groups import add_grouped_arguments
+from drift.config import config_from_namespace
 
 DESCRIPTION = """\
 Write everything drift measured about one dataset as a single HTML page that opens in any browser, offline
@@ -51,30 +53,29 @@ Typical pipeline on the oracle world (python -m scripts.demo runs all of it):
 _GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("output", ("out", "title", "svg", "dpi")),
     ("inputs (found next to DATASET when not given)", ("probe", "fit", "train", "schedule")),
-    ("statistics", ("metrics", "bins", "strata", "n_boot", "seed", "sample_rollouts", "gamma")),
+    ("statistics", ("metrics", "bins", "strata", "n_boot", "seed", "sample_rollouts", "gamma", "clip_band")),
     ("behaviour", ("strict",)),
 )
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``report`` subcommand."""
-    from drift.report.build import ReportConfig
+    from drift.report.config import ReportConfig
 
     parser = subparsers.add_parser(
-        "report", help="one self-contained HTML report of a dataset (+ Markdown, PNG/SVG figures)",
+        "report", help=HELP["report"],
         description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     help_of = {f.name: f.metadata["help"] for f in dataclasses.fields(ReportConfig)}
     parser.add_argument("dataset", metavar="DATASET", help=help_of["dataset"])
-    names = {f.name for f in dataclasses.fields(ReportConfig)}
-    for title, fields in _GROUPS:
-        add_config_arguments(parser, ReportConfig, exclude=names - set(fields), group=title)
+    add_grouped_arguments(parser, ReportConfig, _GROUPS, skip=("dataset",))
     parser.set_defaults(func=main)
     return parser
 
 
 def main(args: argparse.Namespace) -> int:
     """Run ``drift report`` from parsed flags; returns the exit code (1 when a section failed)."""
-    from drift.report.build import ReportConfig, build_report
+    from drift.report.build import build_report
+    from drift.report.config import ReportConfig
 
     cfg = config_from_namespace(ReportConfig, args, dataset=args.dataset)
     result = build_report(cfg.dataset, cfg)

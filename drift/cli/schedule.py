@@ -18,6 +18,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from drift.cli import HELP
 from drift.errors import ConfigError, DriftError
 from drift.schedules import KINDS, STYLES, TARGETS, Schedule, export, format_export, load
 from drift.schedules.preview import (
@@ -37,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``drift schedule`` and its actions to the top-level parser."""
     parser = subparsers.add_parser(
         "schedule",
-        help="show, export and write token-weight schedules (IW-OPD, prefix masks, fitted curves)",
+        help=HELP["schedule"],
         description="Token-weight schedules multiply the detached OPD advantage A_t = log pi_T(y_t) - "
                     "log pi_S(y_t) per response token. A schedule is a small JSON spec: `show` prints "
                     "its formula, its shape and its knobs for verl / TRL / tinker; `make` writes one "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from drift.cli import HELP
 from drift.collect.config import ScoreConfig
 from drift.config import add_config_arguments, config_from_namespace
 
@@ -20,7 +21,7 @@ examples:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("score", help="re-score existing rollouts (a drift dataset or a jsonl)",
+    p = sub.add_parser("score", help=HELP["score"],
                        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arguments(p, ScoreConfig)
     p.set_defaults(func=run)
@@ -28,10 +29,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from drift.collect.pipeline import score_from_config
+    from drift.runtime.distributed import is_main
 
     cfg = config_from_namespace(ScoreConfig, args)
     t0 = time.perf_counter()
     ds = score_from_config(cfg)
+    if not is_main():  # under torchrun every rank returns the dataset; rank 0 alone prints the summary
+        return 0
     m = ds.manifest
     print(f"scored {m['n_rollouts']} rollouts, {m['n_tokens']} tokens at step {cfg.step} into {ds.root} "
           f"({time.perf_counter() - t0:.1f} s)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 
+from drift.cli import HELP
 from drift.config import add_config_arguments, config_from_namespace
 from drift.train.config import TrainConfig
 
@@ -30,7 +31,7 @@ examples:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="on-policy distillation with a token-weight schedule",
+    p = sub.add_parser("train", help=HELP["train"],
                        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arguments(p, TrainConfig)
     p.set_defaults(func=run)

@@ -19,14 +19,31 @@ shared streaming, resume and checks.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drift.ingest.config import IMPORT_SOURCES, ImportConfig
-from drift.ingest.records import ImportedRollout
-from drift.ingest.run import SourcePlan, run_import
+
+if TYPE_CHECKING:
+    from drift.ingest.records import ImportedRollout
+    from drift.ingest.run import SourcePlan, run_import
 
 __all__ = ["IMPORT_SOURCES", "ImportConfig", "ImportedRollout", "SourcePlan", "import_from_config", "open_source",
            "run_import"]
+
+# Re-exports imported on first use: drift.ingest.run loads torch, and `drift import --help` must not.
+_LAZY: dict[str, str] = {"ImportedRollout": "records", "SourcePlan": "run", "run_import": "run"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f"drift.ingest.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'drift.ingest' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
 
 # source -> (module, function returning its SourcePlan from an ImportConfig)
 _OPENERS: dict[str, tuple[str, str]] = {
@@ -49,8 +66,8 @@ def _check_models(cfg: ImportConfig) -> tuple[Any, Any]:
     if cfg.check_rollouts == 0:
         return None, None
     opts = cfg.scoring
-    student = load_model(cfg.student, device=opts.device, dtype=opts.dtype) if cfg.student else None
-    teacher = load_model(cfg.teacher, device=opts.device, dtype=opts.dtype) if cfg.teacher else None
+    student = load_model(cfg.student, dtype=opts.dtype, **opts.model_placement("student")) if cfg.student else None
+    teacher = load_model(cfg.teacher, dtype=opts.dtype, **opts.model_placement("teacher")) if cfg.teacher else None
     return student, teacher
 
 
@@ -68,6 +85,8 @@ def import_from_config(cfg: ImportConfig) -> Any:
         from drift.ingest.completions import import_completions
 
         return import_completions(cfg)
+    from drift.ingest.run import run_import
+
     plan = open_source(cfg)
     student, teacher = _check_models(cfg)
     return run_import(plan, cfg, student=student, teacher=teacher)

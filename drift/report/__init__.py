@@ -30,16 +30,30 @@ the token rows), :mod:`~drift.report.stages` (probe, training, schedule), :mod:`
 functions), :mod:`~drift.report.render` (blocks, figure files, templates).
 """
 
-from drift.report.build import (
-    DEFAULT_METRICS,
-    IMPORT_SECTION_IDS,
-    SECTION_IDS,
-    ReportConfig,
-    ReportResult,
-    build_report,
-    report_paths,
-)
-from drift.report.render import CodeBlock, FigureBlock, FigureStore, Section, TableBlock, TextBlock
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from drift.report.build import (
+        DEFAULT_METRICS,
+        IMPORT_SECTION_IDS,
+        SECTION_IDS,
+        ReportConfig,
+        ReportResult,
+        build_report,
+        report_paths,
+    )
+    from drift.report.render import CodeBlock, FigureBlock, FigureStore, Section, TableBlock, TextBlock
+
+# Re-exports imported on first use, so importing one submodule (say the config, for `drift report --help`) does
+# not load all of them (pandas, DuckDB, matplotlib, the statistics).
+_LAZY: dict[str, str] = {
+    **dict.fromkeys(("DEFAULT_METRICS", "IMPORT_SECTION_IDS", "SECTION_IDS", "ReportConfig", "ReportResult",
+                     "build_report", "report_paths"), "build"),
+    **dict.fromkeys(("CodeBlock", "FigureBlock", "FigureStore", "Section", "TableBlock", "TextBlock"), "render"),
+}
 
 __all__ = [
     "DEFAULT_METRICS",
@@ -56,3 +70,15 @@ __all__ = [
     "build_report",
     "report_paths",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f"drift.report.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'drift.report' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -28,10 +28,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 from drift.config import Checks
 from drift.errors import ScheduleError
@@ -151,6 +153,8 @@ def fmt(x: float) -> str:
 # ---------------------------------------------------------------------------------------- array plumbing
 
 def _to_tensor(x: Any, name: str, device: torch.device | None) -> torch.Tensor:
+    import torch
+
     if isinstance(x, torch.Tensor):
         t = x.detach()
         return t.to(device) if device is not None else t
@@ -174,6 +178,8 @@ def _as_2d(t: torch.Tensor, name: str) -> torch.Tensor:
 
 
 def _valid_mask(mask: Any, shape: torch.Size, device: torch.device) -> torch.Tensor:
+    import torch
+
     if mask is None:
         return torch.ones(shape, dtype=torch.bool, device=device)
     m = _as_2d(_to_tensor(mask, "mask", device), "mask")
@@ -191,6 +197,8 @@ def _valid_mask(mask: Any, shape: torch.Size, device: torch.device) -> torch.Ten
 
 
 def _check_finite(x: torch.Tensor, valid: torch.Tensor, name: str) -> None:
+    import torch
+
     bad = valid & ~torch.isfinite(x)
     if bool(bad.any()):
         raise ScheduleError(
@@ -199,6 +207,8 @@ def _check_finite(x: torch.Tensor, valid: torch.Tensor, name: str) -> None:
 
 
 def _zero_invalid(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    import torch
+
     return torch.where(valid, x, torch.zeros((), dtype=x.dtype, device=x.device))
 
 
@@ -278,6 +288,8 @@ class SpecMixin:
             tensor with the advantage's dtype (float32 if it is not floating) and device, computed under
             ``no_grad`` so it never carries a gradient. Invalid positions get 0.
         """
+        import torch
+
         is_torch = isinstance(advantage, torch.Tensor)
         with torch.no_grad():
             adv = _to_tensor(advantage, "advantage", None)

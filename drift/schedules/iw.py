@@ -32,9 +32,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 from drift.config import Checks, opt
 from drift.schedules.base import Rows, SpecMixin, check_number, fmt, raise_problems
@@ -71,6 +72,8 @@ class IwOpd(SpecMixin):
         object.__setattr__(self, "epsilon", float(self.epsilon))
 
     def _compute(self, rows: Rows) -> torch.Tensor:
+        import torch
+
         proxy = (rows.adv.abs() if self.use_abs else rows.adv) * rows.valid
         prev = torch.cumsum(proxy, dim=1) - proxy  # C_t, computed as verl does
         if self.denominator == "code":
@@ -118,10 +121,14 @@ class TeacherConf(SpecMixin):
 
     def top_k(self, n: torch.Tensor) -> torch.Tensor:
         """k = max(1, floor((1 - quantile)·n)), the product in float32 as the reference computes it."""
+        import torch
+
         q = torch.tensor(1.0 - self.quantile, dtype=torch.float32, device=n.device)
         return torch.floor(q * n.to(torch.float32)).clamp(min=1.0).to(torch.long)
 
     def _compute(self, rows: Rows) -> torch.Tensor:
+        import torch
+
         assert rows.teacher is not None  # SpecMixin.weights guarantees it for uses_teacher kinds
         nll = -rows.teacher * rows.valid
         B, L = nll.shape
@@ -175,6 +182,8 @@ class IdealRatio(SpecMixin):
             object.__setattr__(self, "blend_gamma", float(self.blend_gamma))
 
     def _compute(self, rows: Rows) -> torch.Tensor:
+        import torch
+
         a = rows.adv * rows.valid
         log_w = self.alpha * (torch.cumsum(a, dim=1) - a)
         if self.normalize:

@@ -31,10 +31,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 from drift.config import Checks, opt
 from drift.curves import FAMILIES, evaluate_on_domain
@@ -66,6 +68,8 @@ class Uniform(SpecMixin):
     summary: ClassVar[str] = "w = 1 (plain OPD)"
 
     def _compute(self, rows: Rows) -> torch.Tensor:
+        import torch
+
         return torch.ones_like(rows.adv)
 
     def describe(self) -> str:
@@ -116,6 +120,8 @@ class Pwopsd(SpecMixin):
             object.__setattr__(self, name, float(getattr(self, name)))
 
     def _compute(self, rows: Rows) -> torch.Tensor:
+        import torch
+
         u = (rows.pos + 0.5) / rows.length.clamp(min=1.0)
         return self.w_min + (1.0 - self.w_min) * torch.sigmoid((u - self.tau) / self.s)
 
@@ -181,6 +187,8 @@ class Fitted(SpecMixin):
             object.__setattr__(self, "source", json.loads(json.dumps(self.source)))
 
     def _compute(self, rows: Rows) -> torch.Tensor:
+        import torch
+
         if self.x == "rel":
             x = (rows.pos + 0.5) / rows.length.clamp(min=1.0)
         else:
@@ -264,6 +272,8 @@ class Vector(SpecMixin):
         return tuple(i / n for i in range(n + 1))
 
     def _compute(self, rows: Rows) -> torch.Tensor:
+        import torch
+
         rel = (rows.pos + 0.5) / rows.length.clamp(min=1.0)
         x = rel if self.x == "rel" else rows.pos.expand_as(rows.adv)
         edges = torch.tensor(self.bin_edges(), dtype=torch.float64, device=x.device)

@@ -28,9 +28,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 from drift.config import Checks, opt
 from drift.errors import ScheduleError
@@ -70,6 +71,8 @@ def annealed_ratio(start: float, end: float, anneal: str, progress: float) -> fl
 
 def keep_count(length: torch.Tensor, ratio: float, min_tokens: int = 0) -> torch.Tensor:
     """keep = min(max(ceil(L·ratio), min_tokens), L), with L·ratio evaluated in float32 as verl does."""
+    import torch
+
     prod = length.to(torch.float32) * torch.tensor(ratio, dtype=torch.float32, device=length.device)
     keep = torch.ceil(prod).to(torch.float64)
     return torch.minimum(torch.clamp(keep, min=float(min_tokens)), length)
@@ -120,6 +123,8 @@ class _Annealed(SpecMixin):
                               anneal_progress(step, total_steps, kind=self.kind))
 
     def _kept(self, rows: Rows) -> torch.Tensor:
+        import torch
+
         keep = keep_count(rows.length, self.ratio_at(rows.step, rows.total_steps), self.min_tokens)
         return (rows.pos < keep).to(torch.float64)
 
@@ -200,6 +205,8 @@ class SuffixMask(SpecMixin):
         object.__setattr__(self, "frac", float(self.frac))
 
     def _compute(self, rows: Rows) -> torch.Tensor:
+        import torch
+
         keep = keep_count(rows.length, self.frac)
         return (rows.pos >= rows.length - keep).to(torch.float64)
 

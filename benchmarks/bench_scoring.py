@@ -2,7 +2,8 @@
 
     python -m benchmarks.bench_scoring                          # CPU, T = 1024, 4096, 8192
     python -m benchmarks.bench_scoring --lengths 512 --repeats 1  # quick look
-    python -m benchmarks.bench_scoring --device cuda --dtype bfloat16 --lengths 4096,16384,32768
+    python -m benchmarks.bench_scoring --device cuda --dtype bfloat16 --lengths 4096,16384,32768 \
+        --chunk-size 4096,1024 --vocab-chunk 16384,4096     # two tile shapes (chunk x vocab), paired
 
 For each length T it scores one sequence (16 prompt tokens + T - 16 response tokens, fixed random ids) with a
 student and a teacher (two separate copies of SmolLM2-135M-Instruct) and reports, for four variants measured in
@@ -17,6 +18,10 @@ Each variant runs in a fresh subprocess so peak memory is its own: on CPU the pe
 (Linux VmHWM, reset through /proc/self/clear_refs), on CUDA ``torch.cuda.max_memory_allocated`` above the loaded
 weights. Time is the best of ``--repeats`` runs. Targets (issue #2): at T >= 4096 drift's time <= 1.10x forward and
 drift's peak memory <= 1.10x bodies.
+
+drift's tiles: ``--chunk-size`` positions x ``--vocab-chunk`` vocabulary ids (``score_items``' ``chunk_size`` and
+``vocab_chunk``); comma-separated lists are paired element-wise (one vocab chunk applies to every chunk size), one
+``drift`` row per pair.
 """
 
 from __future__ import annotations
@@ -63,7 +68,7 @@ def _random_smollm2(seed: int, device: str, dtype: str) -> Any:
 
 
 def worker(variant: str, length: int, device: str, dtype: str, repeats: int, chunk_size: int,
-           random_weights: bool = False) -> dict[str, Any]:
+           random_weights: bool = False, vocab_chunk: int = 2048) -> dict[str, Any]:
     """Run one variant in this process and return its best wall time and peak memory (MB)."""
     import torch
 
@@ -94,7 +99,8 @@ def worker(variant: str, length: int, device: str, dtype: str, repeats: int, chu
                 return (student.model(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state,
                         teacher.model(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state)
             if variant == "drift":
-                return score_items(student, teacher, [item], chunk_size=chunk_size, max_batch_tokens=10**9)
+                return score_items(student, teacher, [item], chunk_size=chunk_size, vocab_chunk=vocab_chunk,
+                                   max_batch_tokens=10**9)
             return _naive(student, teacher, ids, mask)
 
     best, peak = float("inf"), 0.0
@@ -147,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--repeats", type=int, default=2, help="runs per variant; the best time is kept")
     parser.add_argument("--chunk-size", default="256", help="drift's chunk size(s), comma-separated")
+    parser.add_argument("--vocab-chunk", default="2048",
+                        help="drift's vocabulary tile(s), comma-separated, paired with --chunk-size")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--json", help="also write the rows to this JSON file")
     parser.add_argument("--random-weights", action="store_true",
@@ -156,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(args.worker, args.length, args.device, args.dtype, args.repeats,
-                                int(args.chunk_size), args.random_weights)))
+                                int(args.chunk_size), args.random_weights, int(args.vocab_chunk))))
         return 0
     if not args.random_weights:
         from drift.models import resolve_model_path
@@ -165,12 +173,17 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     lengths = [int(x) for x in args.lengths.split(",")]
     chunks = [int(c) for c in str(args.chunk_size).split(",")]
-    jobs = [(v, c) for v in args.variants.split(",") for c in (chunks if v == "drift" else chunks[:1])]
+    vocab = [int(v) for v in str(args.vocab_chunk).split(",")]
+    if len(vocab) not in (1, len(chunks)):
+        parser.error("--vocab-chunk takes one value or one per --chunk-size value")
+    tiles = list(zip(chunks, vocab * len(chunks) if len(vocab) == 1 else vocab, strict=True))
+    jobs = [(v, t) for v in args.variants.split(",") for t in (tiles if v == "drift" else tiles[:1])]
     for length in lengths:
-        for variant, chunk in jobs:
+        for variant, (chunk, vchunk) in jobs:
             cmd = [sys.executable, "-m", "benchmarks.bench_scoring", "--worker", variant, "--length", str(length),
                    "--device", args.device, "--dtype", args.dtype, "--repeats", str(args.repeats),
-                   "--chunk-size", str(chunk)] + (["--random-weights"] if args.random_weights else [])
+                   "--chunk-size", str(chunk), "--vocab-chunk", str(vchunk)] + (
+                       ["--random-weights"] if args.random_weights else [])
             proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
                                   cwd=Path(__file__).resolve().parent.parent, check=False)
             if proc.returncode != 0:
@@ -179,17 +192,19 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             row = json.loads(proc.stdout.strip().splitlines()[-1])
             row["chunk"] = chunk if variant == "drift" else None
+            row["vocab_chunk"] = vchunk if variant == "drift" else None
             rows.append(row)
             print(f"  T={length:>6} {variant:<8} {row['seconds']:8.2f} s  peak +{row['peak_mb']:8.0f} MB",
                   file=sys.stderr, flush=True)
-    for chunk in chunks:
-        print_table([r for r in rows if r["variant"] != "drift" or r.get("chunk") == chunk], lengths, chunk)
+    for chunk, vchunk in tiles:
+        mine = [r for r in rows if r["variant"] != "drift" or (r.get("chunk"), r.get("vocab_chunk")) == (chunk, vchunk)]
+        print_table(mine, lengths, f"{chunk} x vocab {vchunk}")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
     return 0
 
 
-def print_table(rows: list[dict[str, Any]], lengths: list[int], chunk: int) -> None:
+def print_table(rows: list[dict[str, Any]], lengths: list[int], chunk: int | str) -> None:
     """Markdown table with drift's ratios against the time floor (forward) and memory floor (bodies)."""
     by = {(r["T"], r["variant"]): r for r in rows}
     dev = next((r.get("device") for r in rows if r.get("device")), "?")

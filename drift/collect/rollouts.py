@@ -12,10 +12,19 @@ in the model's generation config). ``finished`` means a stop token was produced;
 Progress: ``on_tokens`` is told, once per decoding step, how many rows produced a response token in that step
 (rows not yet stopped), through a :class:`TokenCounter` stopping criterion that never stops anything and draws no
 random numbers, so the samples are the same with and without it. The counts add up to the summed response lengths.
+
+Shared prompts (``share_prompts=True``; the trainer uses it): when a batch repeats a prompt (several samples per
+prompt), each distinct prompt but its last token is run once into a KV cache, which is expanded to the batch's rows
+and handed to ``generate``; ``generate`` then only runs the last prompt token before decoding. Attention sees the
+same tokens at the same positions and the random stream is the same (one draw per decoding step), so the samples
+are those of the plain call up to float rounding of the logits (a token flips only when a uniform draw lands
+within rounding of a boundary). Models whose cache is not plain full attention (sliding windows, linear
+attention, quantized) are run the plain way.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,7 +34,8 @@ import torch
 
 from drift.runtime.padding import pad
 
-__all__ = ["Generated", "TokenCounter", "derive_seed", "sample_responses", "stop_token_ids"]
+__all__ = ["Generated", "TokenCounter", "cache_argument", "derive_seed", "plain_cache", "sample_responses",
+           "stop_token_ids"]
 
 log = logging.getLogger(__name__)
 
@@ -99,12 +109,70 @@ class TokenCounter:
         return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
 
+def cache_argument(module: Any) -> str | None:
+    """The name of a model's KV-cache argument: ``cache`` in recent transformers, else ``past_key_values``."""
+    try:
+        params = inspect.signature(module.forward).parameters
+    except (TypeError, ValueError):
+        return None
+    for name in ("cache", "past_key_values"):
+        if name in params:
+            return name
+    return None
+
+
+def plain_cache(model: Any) -> Any | None:
+    """A fresh ``DynamicCache`` for ``model`` when all its layers are plain full attention, else None.
+
+    Plain: transformers' ``DynamicLayer`` itself (keys and values grow by concatenation, every position kept), not
+    a sliding-window, linear-attention, quantized or offloaded layer, whose contents a caller could not index.
+    """
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    try:
+        cache = DynamicCache(config=model.config)
+    except (TypeError, ValueError, KeyError, AttributeError):
+        return None
+    layers = getattr(cache, "layers", None)
+    if not layers or any(type(layer) is not DynamicLayer for layer in layers):
+        return None
+    return cache
+
+
+def _shared_prefill(model: Any, rows: Sequence[Sequence[int]], pad_id: int,
+                    device: torch.device) -> dict[str, Any]:
+    """``generate`` kwargs with a KV cache of every row's prompt but its last token, each distinct prompt run once.
+
+    The distinct prompts are left-padded to the batch's width with generate's own position ids (mask cumsum - 1)
+    and the cache is expanded to the rows: the cache generate's prefill would build. Empty (plain ``generate``)
+    when no prompt repeats, a prompt has one token, or the model's cache is not plain full attention.
+    """
+    name, body = cache_argument(model), getattr(model, "base_model", model)
+    index: dict[tuple[int, ...], int] = {}
+    inv = [index.setdefault(tuple(int(t) for t in r), len(index)) for r in rows]
+    if len(index) == len(rows) or min(len(r) for r in rows) < 2 or name is None or body is model \
+            or cache_argument(body) != name:
+        return {}
+    cache = plain_cache(model)
+    if cache is None:
+        return {}
+    ids, mask = pad([list(k) for k in index], int(pad_id), side="left", device=device)
+    positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+    # the body alone: the prefix's logits are not needed (generate runs the last prompt token itself)
+    body(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=positions[:, :-1], use_cache=True,
+         **{name: cache})
+    cache.reorder_cache(torch.as_tensor(inv, device=device))
+    return {name: cache}
+
+
 @torch.inference_mode()
 def sample_responses(model: Any, prompts: Sequence[Sequence[int]], *, stop_ids: Sequence[int], pad_id: int,
                      max_new_tokens: int, temperature: float = 1.0, top_p: float = 1.0, batch_size: int = 32,
                      seed: int = 0, on_batch: Callable[[int], None] | None = None,
                      on_tokens: Callable[[int], None] | None = None,
-                     on_early_stop: Callable[[int], None] | None = None) -> list[Generated]:
+                     on_early_stop: Callable[[int], None] | None = None,
+                     share_prompts: bool = False) -> list[Generated]:
     """Sample one response per prompt (repeat a prompt to get several samples).
 
     Args:
@@ -122,6 +190,8 @@ def sample_responses(model: Any, prompts: Sequence[Sequence[int]], *, stop_ids: 
             produced (rows not yet stopped); the calls add up to the summed response lengths.
         on_early_stop: called when rows stop before ``max_new_tokens``, with the tokens of the
             ``len(prompts) x max_new_tokens`` upper bound they leave unused (to shrink a progress total live).
+        share_prompts: run each distinct prompt of a batch once into a KV cache that its rows share (see the
+            module docstring): the same samples up to float rounding, faster with several samples per prompt.
     """
     from transformers import GenerationConfig, StoppingCriteriaList
 
@@ -132,7 +202,9 @@ def sample_responses(model: Any, prompts: Sequence[Sequence[int]], *, stop_ids: 
         else None, top_p=top_p if temperature > 0 else None, top_k=0 if temperature > 0 else None,
         pad_token_id=int(pad_id), eos_token_id=list(stop_ids), bos_token_id=None, repetition_penalty=None,
     )
-    device = next(model.parameters()).device
+    from drift.models import input_device
+
+    device = input_device(model)  # the embeddings' execution device: never meta, even when they are offloaded
     stops = set(int(s) for s in stop_ids)
     out: list[Generated] = []
     for bi, lo in enumerate(range(0, len(prompts), batch_size)):
@@ -143,6 +215,8 @@ def sample_responses(model: Any, prompts: Sequence[Sequence[int]], *, stop_ids: 
         if on_tokens is not None or on_early_stop is not None:
             counter = TokenCounter(len(rows), stop_ids, max_new_tokens, device, on_tokens, on_early_stop)
             extra["stopping_criteria"] = StoppingCriteriaList([counter])
+        if share_prompts:
+            extra.update(_shared_prefill(model, rows, pad_id, device))
         torch.manual_seed(derive_seed(seed, bi))
         seq = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen_cfg, **extra)
         new = seq[:, width:].cpu().tolist()

@@ -19,10 +19,37 @@ the token-mean ``-sum w·A·log pi_S(y_t)`` (or the full-vocabulary reverse KL).
   :mod:`drift.report.ablation` and ``scripts/reproduce_ablation.py`` runs both.
 """
 
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
 from drift.train.config import TrainConfig, resolve_preset, train_preset_values
-from drift.train.evaluate import evaluate
-from drift.train.loop import TrainResult, TrainSetup, load_setup, lr_factor, run_training, train, train_from_config
-from drift.train.loss import opd_full_kl_loss, opd_sampled_loss, reverse_kl, sampled_stats, token_logprobs
+
+if TYPE_CHECKING:
+    from drift.train.evaluate import evaluate
+    from drift.train.loop import (
+        TrainResult,
+        TrainSetup,
+        load_setup,
+        lr_factor,
+        run_training,
+        train,
+        train_from_config,
+    )
+    from drift.train.loss import opd_full_kl_loss, opd_sampled_loss, reverse_kl, sampled_stats, token_logprobs
+
+# Re-exports imported on first use: the loop, losses and evaluation load torch, and `drift train --help` (which
+# needs only the config) must not.
+_LAZY: dict[str, str] = {
+    "evaluate": "evaluate",
+    **dict.fromkeys(("TrainResult", "TrainSetup", "load_setup", "lr_factor", "run_training", "train",
+                     "train_from_config"), "loop"),
+    **dict.fromkeys(("opd_full_kl_loss", "opd_sampled_loss", "reverse_kl", "sampled_stats", "token_logprobs"),
+                    "loss"),
+}
 
 __all__ = [
     "TrainConfig",
@@ -42,3 +69,31 @@ __all__ = [
     "train_from_config",
     "train_preset_values",
 ]
+
+
+class _Package(types.ModuleType):
+    """``drift.train.evaluate`` is the function, as when it was imported eagerly, not the submodule of that name.
+
+    Importing a submodule binds it on its package; the package's ``evaluate`` stays the function whichever is
+    imported first.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "evaluate" and isinstance(value, types.ModuleType):
+            value = value.evaluate
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f"drift.train.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'drift.train' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

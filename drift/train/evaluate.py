@@ -2,8 +2,8 @@
 
 An evaluation of the student after ``s`` updates (:func:`evaluate`) samples ``eval_samples`` rollouts per
 held-out prompt at the training temperature with a *fixed* seed (the same random stream at every evaluation,
-so successive evaluations differ by the model, not by the dice) plus one greedy rollout per prompt, and
-reports:
+so successive evaluations differ by the model, not by the dice; each prompt's prefix is run once for its samples,
+``sample_responses(share_prompts=True)``) plus one greedy rollout per prompt, and reports:
 
 - ``eval/accuracy``: mean verifier reward of the sampled rollouts (NaN when the verifier cannot judge);
 - ``eval/greedy_accuracy``: the same for the greedy rollouts;
@@ -86,7 +86,7 @@ def evaluate(student: Any, teacher: Any, tokenizer: Any, prompts: Sequence[Rende
     rows = [p for p in prompts for _ in range(samples)]
     gens = sample_responses(student, [p.student_ids for p in rows], stop_ids=stop_ids, pad_id=pad_id,
                             max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                            batch_size=batch_size, seed=derive_seed(seed, EVAL_SEED_STREAM))
+                            batch_size=batch_size, seed=derive_seed(seed, EVAL_SEED_STREAM), share_prompts=True)
     greedy = sample_responses(student, [p.student_ids for p in prompts], stop_ids=stop_ids, pad_id=pad_id,
                               max_new_tokens=max_new_tokens, temperature=0.0, batch_size=batch_size)
     responses = [g.response_ids for g in gens]

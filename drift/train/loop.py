@@ -4,10 +4,13 @@ Training step k (1-based; :mod:`drift.train.config` states the convention):
 
 1. take ``prompts_per_step`` training prompts (:func:`~drift.train.evaluate.prompt_indices`), each repeated
    ``samples_per_prompt`` times;
-2. sample a response for each from the *current* student (eval mode, no grad), seeded ``derive_seed(seed, k)``;
+2. sample a response for each from the *current* student (eval mode, no grad), seeded ``derive_seed(seed, k)``
+   (each distinct prompt's prefix runs once for its samples);
 3. teacher forcing: the student's body runs on prompt + response *with* grad, the frozen teacher's without;
    response token j is predicted at index P + j - 1 of each model's own input, so the teacher may read its own
-   (privileged) prompt; log-probs come from the LM heads a chunk of positions at a time;
+   (privileged) prompt; each distinct prompt runs once and its samples' responses on its KV cache
+   (:mod:`drift.train.forward`: the same hidden states and gradient as the padded prompt + response rows, to
+   float rounding); log-probs come from the LM heads a chunk of positions at a time;
 4. A_t = log pi_T(y_t) - sg(log pi_S(y_t)); w = ``schedule.weights(A, mask, teacher_logprob=...,
    step=k, total_steps=steps)`` (no grad);
 5. the loss of :mod:`drift.train.loss` (``sampled`` or ``full_kl``), backward, global-norm clipping, AdamW.
@@ -18,6 +21,9 @@ momentum of earlier steps. The learning-rate schedule advances regardless.
 
 The student stays in eval mode throughout (no dropout), so the log-probs the loss differentiates are those
 of the policy that sampled: the update is exactly on-policy (importance ratio 1, as in the IW-OPD reference).
+
+One step lives in :mod:`drift.train.step` (:func:`~drift.train.step.prepare_step`, :class:`~drift.train.step.OpdStep`);
+this module adds the evaluations, checkpoints, drift collections and the metrics log around it.
 """
 
 from __future__ import annotations
@@ -26,36 +32,29 @@ import copy
 import dataclasses
 import json
 import logging
-import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
-from torch import Tensor
 from tqdm.auto import tqdm
 
 from drift import schedules
-from drift.collect.guards import check_pair
 from drift.collect.prompts import PromptRecord, read_prompts
-from drift.collect.rollouts import derive_seed, sample_responses, stop_token_ids
-from drift.collect.scoring import LMHead, gather_response_hidden
 from drift.config import save_config
 from drift.errors import ConfigError
-from drift.runtime.padding import pad_id_for
 from drift.train.config import TrainConfig, resolve_preset
-from drift.train.evaluate import RenderedPrompt, evaluate, mean_reward, prompt_indices, render_prompts, rewards
-from drift.train.loss import opd_full_kl_loss, opd_sampled_loss, sampled_stats, token_logprobs
+from drift.train.evaluate import evaluate, render_prompts
 from drift.train.outputs import MetricsLog, collect_at, prepare_out, save_checkpoint
-from drift.verifiers import get_verifier
+from drift.train.step import lr_factor, prepare_step
 
 __all__ = ["TrainResult", "TrainSetup", "load_setup", "lr_factor", "run_training", "train", "train_from_config"]
 
 log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class TrainResult:
@@ -81,66 +80,6 @@ class TrainSetup:
     heldout_prompts: list[PromptRecord]
     world: Any | None = None
     teacher_tokenizer: Any | None = None
-
-
-class _Model:
-    """Body + LM head of a causal LM, differentiable (the scorer's ``LMHead`` writes into buffers instead)."""
-
-    def __init__(self, model: Any, vocab: int) -> None:
-        self.lm = LMHead(model)
-        self.vocab = vocab
-
-    def logits(self, hidden_C_D: Tensor) -> Tensor:
-        return self.lm.logits(hidden_C_D, 0, self.vocab)
-
-    def response_hidden(self, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]]) -> Tensor:
-        """Final hidden states at the positions predicting each response token, concatenated: (N, D)."""
-        return gather_response_hidden(self.lm, prompts, responses)
-
-
-def _to_padded(x_N: Tensor, lengths: Sequence[int]) -> Tensor:
-    """Concatenated per-row values (N,) -> right-padded (B, T) with zeros (differentiable)."""
-    ib = torch.as_tensor(np.concatenate([np.full(n, b) for b, n in enumerate(lengths)]), device=x_N.device)
-    it = torch.as_tensor(np.concatenate([np.arange(n) for n in lengths]), device=x_N.device)
-    return x_N.new_zeros((len(lengths), max(lengths))).index_put((ib, it), x_N)
-
-
-def lr_factor(step: int, config: TrainConfig) -> float:
-    """Multiplier of ``lr`` at 1-based ``step``: linear warm-up k/warmup, then 1 (constant) or a cosine that
-    starts at 1 on the first step after warm-up and would reach 0 one step after the last."""
-    if step <= config.warmup_steps:
-        return step / config.warmup_steps
-    if config.lr_schedule == "constant":
-        return 1.0
-    return 0.5 * (1.0 + math.cos(math.pi * (step - config.warmup_steps - 1) / (config.steps - config.warmup_steps)))
-
-
-def _loss_on_batch(student: _Model, teacher: _Model, prompts: Sequence[RenderedPrompt],
-                   responses: Sequence[Sequence[int]], schedule: Any, step: int,
-                   config: TrainConfig) -> tuple[Tensor, dict[str, float], bool]:
-    """Steps 3-5 up to the loss: returns (loss, stats, whether any weight is non-zero)."""
-    lengths = [len(r) for r in responses]
-    chunk = config.scoring.chunk_size
-    targets = torch.as_tensor(np.concatenate([np.asarray(r, dtype=np.int64) for r in responses]),
-                              device=student.lm.device)
-    hidden_s = student.response_hidden([p.student_ids for p in prompts], responses)  # with grad
-    with torch.no_grad():
-        hidden_t = teacher.response_hidden([p.teacher_ids for p in prompts], responses).to(student.lm.device)
-        teacher_lp = _to_padded(token_logprobs(hidden_t, targets.to(hidden_t.device), teacher.logits,
-                                            chunk_size=chunk), lengths)
-    full_kl = config.loss == "full_kl"
-    with torch.set_grad_enabled(not full_kl):  # the full-KL loss differentiates the heads itself
-        student_lp = _to_padded(token_logprobs(hidden_s, targets, student.logits, chunk_size=chunk), lengths)
-    mask = _to_padded(torch.ones(len(targets), device=targets.device), lengths) > 0
-    adv = (teacher_lp - student_lp.detach()) * mask
-    weights = schedule.weights(adv, mask, teacher_logprob=teacher_lp, step=step, total_steps=config.steps)
-    if full_kl:
-        loss, stats = opd_full_kl_loss(hidden_s, hidden_t, weights[mask], int(mask.sum()),
-                                       student_head=student.logits, teacher_head=teacher.logits, chunk_size=chunk)
-        stats = {**sampled_stats(student_lp, teacher_lp, weights, mask), **stats}
-    else:
-        loss, stats = opd_sampled_loss(student_lp, teacher_lp, weights, mask)
-    return loss, stats, bool((weights[mask] != 0).any())
 
 
 def train(student: Any, teacher: Any, tokenizer: Any, train_prompts: Sequence[PromptRecord],
@@ -176,21 +115,10 @@ def train(student: Any, teacher: Any, tokenizer: Any, train_prompts: Sequence[Pr
     if teacher is student:
         log.info("teacher is the student object: distilling towards a frozen copy of the initial student")
         teacher = copy.deepcopy(student).requires_grad_(False)
-    pair = check_pair(student, teacher, tokenizer, teacher_tokenizer)
-    s_model, t_model = _Model(student, pair.shared_vocab), _Model(teacher, pair.shared_vocab)
-    from drift.models import pair_context
-
-    render = {"chat_template": config.chat_template, "teacher_system_prompt": config.teacher_system_prompt,
-              "context": pair_context(student, teacher), "max_new_tokens": config.max_new_tokens}
-    train_r = render_prompts(train_prompts, tokenizer, **render)
-    heldout_r = render_prompts(heldout_prompts, tokenizer, **render)
-    s_model.lm.check_parity(train_r[0].student_ids)
-    t_model.lm.check_parity(train_r[0].teacher_ids)
-    verifier = get_verifier(config.verifier, world=world, tokenizer=tokenizer)
-    stops = stop_token_ids(tokenizer, student)
-    pad_id = pad_id_for(tokenizer, stops)
-    gen = {"stop_ids": stops, "pad_id": pad_id, "max_new_tokens": config.max_new_tokens,
-           "temperature": config.temperature, "top_p": config.top_p, "batch_size": config.gen_batch_size}
+    run = prepare_step(student, teacher, tokenizer, train_prompts, schedule, config, world=world,
+                       teacher_tokenizer=teacher_tokenizer)
+    pair, verifier, gen = run.pair, run.verifier, run.gen
+    heldout_r = render_prompts(heldout_prompts, tokenizer, **run.render)
 
     out = prepare_out(config)
     metrics = MetricsLog(out / "metrics.jsonl" if out else None)
@@ -210,12 +138,6 @@ def train(student: Any, teacher: Any, tokenizer: Any, train_prompts: Sequence[Pr
 
     torch.manual_seed(config.seed)
     student.requires_grad_(True)
-    named = list(student.named_parameters())
-    optimizer = torch.optim.AdamW(
-        [{"params": [p for _, p in named if p.ndim >= 2], "weight_decay": config.weight_decay},
-         {"params": [p for _, p in named if p.ndim < 2], "weight_decay": 0.0}],
-        lr=config.lr * lr_factor(1, config), betas=tuple(config.betas))
-    params = [p for _, p in named]
     eval_prompts = heldout_r[: config.eval_prompts]
     collect_steps = set(config.collect_steps())
     checkpoints: dict[int, Path] = {}
@@ -242,32 +164,7 @@ def train(student: Any, teacher: Any, tokenizer: Any, train_prompts: Sequence[Pr
         outputs_after(0)
         bar = tqdm(range(1, config.steps + 1), desc="train", unit="step", disable=not config.scoring.progress)
         for step in bar:
-            t0 = time.perf_counter()
-            # 1-2. a batch of fresh rollouts from the current student
-            batch = [train_r[i] for i in prompt_indices(len(train_r), config.prompts_per_step, config.seed, step)]
-            batch = [p for p in batch for _ in range(config.samples_per_prompt)]
-            gens = sample_responses(student, [p.student_ids for p in batch], seed=derive_seed(config.seed, step),
-                                    **gen)
-            responses = [g.response_ids for g in gens]
-            t_sample = time.perf_counter() - t0
-            # 3-5. score, weight, loss, update
-            lr = config.lr * lr_factor(step, config)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            loss, stats, signal = _loss_on_batch(s_model, t_model, batch, responses, schedule, step, config)
-            grad_norm = 0.0
-            if signal:
-                loss.backward()
-                clip = config.grad_clip if config.grad_clip is not None else math.inf
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            lengths = [len(r) for r in responses]
-            row = {"step": step, **stats, "length/mean": float(np.mean(lengths)), "length/max": float(max(lengths)),
-                   "rollout/finished_frac": float(np.mean([g.finished for g in gens])),
-                   "rollout/reward_mean": mean_reward(rewards(verifier, tokenizer, batch, responses)),
-                   "optim/lr": lr, "optim/grad_norm": grad_norm, "optim/skipped": float(not signal),
-                   "time/sample": t_sample, "time/step": time.perf_counter() - t0}
+            row = run(step)
             if step == config.steps or (config.eval_every > 0 and step % config.eval_every == 0):
                 row.update(evaluate_now())
                 bar.set_postfix_str(f"kl {row['eval/kl_mean']:.3f} acc {row['eval/accuracy']:.3f}")
@@ -293,10 +190,14 @@ def load_setup(config: TrainConfig) -> TrainSetup:
 
     config = resolve_preset(config)
     opts = config.scoring
+    if opts.student_device_map is not None:
+        raise ConfigError("TrainConfig", ["--student-device-map is not supported by drift train: the student is "
+                                          "trained on one device (--device auto); place a large teacher with "
+                                          "--teacher-device-map"])
     train_prompts, heldout_prompts = read_prompts(config.prompts), read_prompts(config.heldout_prompts)
     mp = load_pair(config.student, config.teacher, tokenizer=config.tokenizer, device=opts.device, dtype=opts.dtype,
                    student_dtype="float32" if opts.dtype == "auto" else opts.dtype, num_threads=opts.num_threads,
-                   world=config.world, share=False)
+                   world=config.world, share=False, **opts.placement())
     return TrainSetup(mp.student, mp.teacher, mp.tokenizer, train_prompts, heldout_prompts, mp.world,
                       mp.teacher_tokenizer)
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import weakref
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -82,6 +83,20 @@ def read_world_file(path: str | os.PathLike[str]) -> dict[str, Any]:
 def _as_id_list(ids: Any) -> list[int]:
     """Plain list of ints from a list, numpy array or (CPU) torch tensor of token ids."""
     return [int(i) for i in np.asarray(ids).reshape(-1).tolist()]
+
+
+_IDS: weakref.WeakKeyDictionary[Any, dict[Any, Any]] = weakref.WeakKeyDictionary()
+"""Per tokenizer, per (world, what): the special and alphabet ids, looked up once (a verifier calls them per row)."""
+
+
+def _cached(tokenizer: Any, key: Any, make: Any) -> Any:
+    try:
+        per = _IDS.setdefault(tokenizer, {})
+    except TypeError:  # a tokenizer that cannot be weakly referenced: no cache
+        return make()
+    if key not in per:
+        per[key] = make()
+    return per[key]
 
 
 @dataclass(frozen=True)
@@ -177,6 +192,9 @@ class TranslateCopyWorld:
 
     def special_ids(self, tokenizer: Any) -> dict[str, int]:
         """Ids of ``bos``, ``sep``, ``eos`` and ``pad`` in ``tokenizer`` (raises if one is missing)."""
+        return dict(_cached(tokenizer, (self, "special"), lambda: self._special_ids(tokenizer)))
+
+    def _special_ids(self, tokenizer: Any) -> dict[str, int]:
         out: dict[str, int] = {}
         for key in ("bos", "sep", "eos", "pad"):
             tid = tokenizer.convert_tokens_to_ids(SPECIAL_TOKENS[f"{key}_token"])
@@ -188,6 +206,10 @@ class TranslateCopyWorld:
 
     def symbol_ids(self, tokenizer: Any) -> tuple[np.ndarray, np.ndarray]:
         """Token ids of the input and output alphabets: ``(in_ids[x], out_ids[y])``, each n_symbols long."""
+        in_ids, out_ids = _cached(tokenizer, (self, "symbols"), lambda: self._symbol_ids(tokenizer))
+        return in_ids.copy(), out_ids.copy()
+
+    def _symbol_ids(self, tokenizer: Any) -> tuple[np.ndarray, np.ndarray]:
         symbols = range(self.n_symbols)
         in_ids = np.asarray(tokenizer.convert_tokens_to_ids([self.input_token(x) for x in symbols]))
         out_ids = np.asarray(tokenizer.convert_tokens_to_ids([self.output_token(y) for y in symbols]))

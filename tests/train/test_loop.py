@@ -119,8 +119,8 @@ def test_same_seed_same_run(tiny_pair, tiny_tokenizer):
 def test_training_logprobs_match_the_inference_scorer_with_a_privileged_teacher_prompt(tiny_pair, rng):
     """Response token j is read at index P + j - 1 of each model's own input, as in drift.collect.scoring."""
     from drift.collect.scoring import ScoringItem, score_items
-    from drift.train.loop import _Model
     from drift.train.loss import token_logprobs
+    from drift.train.step import _Model
 
     student, teacher = tiny_pair
     s_prompts = [[1, 10, 11], [1, 12, 13, 14, 15]]
@@ -205,3 +205,39 @@ def test_toy_preset_fills_paths_and_sizes_but_keeps_explicit_values():
     assert cfg.world.endswith("world.json") and cfg.scoring.num_threads == 1
     assert cfg.max_new_tokens == 32  # given explicitly, so the preset's 64 does not apply
     assert resolve_preset(TrainConfig(preset="toy", collect_at=())).max_new_tokens == 64
+
+
+class _Capture:
+    """An optimizer stand-in that records the (clipped) gradients it is asked to apply and changes nothing."""
+
+    def __init__(self, params) -> None:
+        self.params, self.param_groups, self.grads = list(params), [{"lr": 0.0}], []
+
+    def step(self) -> None:
+        self.grads.append(torch.cat([p.grad.flatten() for p in self.params]))
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            p.grad = None
+
+
+@pytest.mark.parametrize("samples", [1, 3])
+def test_a_step_equals_the_minimal_reference_loop_of_the_benchmark(tiny_pair, tiny_tokenizer, samples):
+    """drift's step (fast sampling, shared-prefix teacher forcing) computes the loss and gradient of
+    benchmarks/bench_train.py's plain loop (HF generate, full forwards + log_softmax gather, sampled loss)."""
+    from benchmarks.bench_train import Reference
+    from drift import schedules
+    from drift.train.step import prepare_step
+
+    student, teacher = tiny_pair
+    cfg = _cfg(prompts_per_step=3, samples_per_prompt=samples, max_new_tokens=8)
+    ours, theirs = copy.deepcopy(student).requires_grad_(True), copy.deepcopy(student).requires_grad_(True)
+    run = prepare_step(ours, teacher, tiny_tokenizer, _prompts(5, "t"), schedules.load({"kind": "uniform"}), cfg)
+    ref = Reference(theirs, teacher, [p.student_ids for p in run.train_prompts], cfg, run.gen["stop_ids"],
+                    run.gen["pad_id"])
+    run.optimizer, ref.optimizer = _Capture(ours.parameters()), _Capture(theirs.parameters())
+    for step in (1, 2, 3):
+        row, loss = run(step), ref(step)
+        assert row["loss"] == pytest.approx(loss, abs=1e-5)
+    for g_ours, g_ref in zip(run.optimizer.grads, ref.optimizer.grads, strict=True):
+        torch.testing.assert_close(g_ours, g_ref, atol=1e-6, rtol=1e-4)

@@ -1,17 +1,24 @@
-"""Scale benchmark of drift.stats: bin_metric with 1000 rollout-bootstrap resamples on N token rows.
+"""Whole-process benchmark of ``drift fit`` against a pandas baseline, on N token rows (default 10M).
 
-Writes a synthetic drift dataset of N rows (parquet parts, via drift.synthetic) into a temp folder, then measures,
-each in a fresh subprocess so peak memory is its own:
+The dataset (drift.synthetic: responses of 200..800 tokens, 500 on average, so 20k rollouts for 10M rows; 4 samples
+per prompt, so 5k prompt clusters; parquet parts of ~1M rows) is generated once in a subprocess and cached under
+``--cache`` (default ``/tmp/drift-bench-stats``). Then ``--repeats`` rounds of, in this order (so that no task runs
+twice in a row):
 
-- ``bin_metric``: 20 relative bins of one metric with 1000 cluster-bootstrap resamples (drift.stats.bin_metric);
-- ``duckdb_mean``: the baseline, a plain DuckDB GROUP BY mean per bin over the same files (no intervals);
-- ``pandas``: read the two columns into pandas and groupby (only up to --pandas-max-rows rows).
+- ``pandas baseline``: the baseline of issue 12 as a whole process: read ``prompt_id, rel_position, kl_reverse``
+  with pandas, group per prompt x bin into sums and counts, 1000 bootstrap resamples of those rows with numpy
+  (``rng.integers`` per resample), 2.5/97.5 percentiles;
+- ``drift fit``: ``python -m drift fit DATASET --metric kl_reverse --by rel --bins 20`` with its default fits and
+  direction test and 1000 resamples, the whole process (interpreter start, imports, writing the outputs);
+- ``drift fit --engine ray`` (with ``--ray``): the same on a local Ray (its start-up included).
 
-It prints wall time, peak RSS and the ratio to the DuckDB baseline.
+Wall time is measured around each subprocess, peak RSS is the child's own ``ru_maxrss`` (``os.wait4``; for
+``--engine ray`` the driver's only: Ray's workers are other processes). The table gives the best and the median
+wall time and the largest peak RSS, with ratios to pandas measured in the same run (the machine may be shared:
+only ratios within a run mean anything).
 
-    python -m benchmarks.bench_stats --rows 200000           # a quick CPU check (seconds)
-    python -m benchmarks.bench_stats --rows 10000000         # the routine scale
-    python -m benchmarks.bench_stats --rows 100000000 --pandas-max-rows 0   # must fit in a few GB
+    python -m benchmarks.bench_stats                          # 10M rows (the routine scale)
+    python -m benchmarks.bench_stats --rows 100000000 --no-pandas --repeats 1    # memory at 100M rows
 """
 
 from __future__ import annotations
@@ -19,130 +26,147 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-MEAN_LENGTH = 1100  # responses of 200..2000 tokens
+MEAN_LENGTH = 500  # responses of 200..800 tokens
+ROWS_PER_PART = 1_000_000
+SAMPLES_PER_PROMPT = 4
 
 
-def _frames(rows: int, rows_per_part: int, seed: int) -> Iterator[object]:
-    from drift.synthetic import synthetic_tokens
+def _generate(path: Path, rows: int, seed: int) -> None:
+    """Write the synthetic dataset (in this process: run it as a child so the parent stays small)."""
+    from drift.synthetic import synthetic_tokens, write_synthetic_dataset
 
-    n_rollouts = max(1, rows // MEAN_LENGTH)
-    per_part = max(1, rows_per_part // MEAN_LENGTH)
-    for i, start in enumerate(range(0, n_rollouts, per_part)):
-        yield synthetic_tokens("exponential", {"a": 1.0, "tau": 0.2, "c": 0.3}, n_rollouts=min(per_part,
-                               n_rollouts - start), length_range=(200, 2000), seed=seed + i, metric="kl_reverse",
-                               rollout_offset=start, realistic=False)
+    n_rollouts = max(SAMPLES_PER_PROMPT, rows // MEAN_LENGTH)
+    per_part = max(SAMPLES_PER_PROMPT, ROWS_PER_PART // MEAN_LENGTH)
 
+    def frames():  # type: ignore[no-untyped-def]
+        for i, start in enumerate(range(0, n_rollouts, per_part)):
+            yield synthetic_tokens("exponential", {"a": 1.0, "tau": 0.2, "c": 0.3},
+                                   n_rollouts=min(per_part, n_rollouts - start), length_range=(200, 800),
+                                   seed=seed + i, metric="kl_reverse", rollout_offset=start, realistic=False,
+                                   samples_per_prompt=SAMPLES_PER_PROMPT)
 
-def _child(task: str, path: str, args: argparse.Namespace) -> dict[str, float]:
-    t0 = time.perf_counter()
-    if task == "bin_metric":
-        from drift.stats import BinSpec, bin_metric
-
-        table = bin_metric(path, "kl_reverse", BinSpec(by="rel", bins=args.bins, quantiles=args.quantiles),
-                           n_boot=args.n_boot, memory_limit=args.memory_limit, threads=args.threads)
-        n = int(table["n_tokens"].sum())
-    elif task == "duckdb_mean":
-        import duckdb
-
-        from drift.store import open_dataset
-
-        cfg = {"memory_limit": args.memory_limit, "preserve_insertion_order": False}
-        if args.threads:
-            cfg["threads"] = args.threads
-        con = open_dataset(path).duckdb(duckdb.connect(config=cfg))
-        B = args.bins
-        rows = con.sql(f"SELECT least(CAST(floor(rel_position * {B}) AS BIGINT), {B - 1}) AS b, avg(kl_reverse), "
-                       "count(*) FROM tokens GROUP BY b").fetchall()
-        n = int(sum(r[2] for r in rows))
-    elif task == "pandas":
-        import numpy as np
-        import pandas as pd
-
-        from drift.store import open_dataset
-
-        df = pd.read_parquet(open_dataset(path).files("tokens"), columns=["rel_position", "kl_reverse"])
-        b = np.minimum(np.floor(df["rel_position"].to_numpy() * args.bins), args.bins - 1)
-        n = int(df.groupby(b)["kl_reverse"].agg(["mean", "size"])["size"].sum())
-    else:
-        raise ValueError(task)
-    wall = time.perf_counter() - t0
-    return {"wall_s": wall, "peak_rss_mb": _peak_rss_mb(), "n_tokens": n}
+    write_synthetic_dataset(path, frames(), if_exists="overwrite")
 
 
-def _peak_rss_mb() -> float:
-    """Peak resident memory of this process: VmHWM (reset by exec, unlike ru_maxrss, which a child can inherit
-    from the parent that forked it), else ru_maxrss."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+def _pandas_baseline(path: str, bins: int, n_boot: int) -> None:
+    """The baseline of issue 12 (in this process): pandas groupby sums and counts, numpy bootstrap, percentiles."""
+    import numpy as np
+    import pandas as pd
+
+    from drift.store import open_dataset
+
+    df = pd.read_parquet(open_dataset(path).files("tokens"), columns=["prompt_id", "rel_position", "kl_reverse"])
+    df["bin"] = np.minimum(np.floor(df["rel_position"].to_numpy() * bins), bins - 1).astype(np.int64)
+    g = df.groupby(["prompt_id", "bin"], sort=True)["kl_reverse"].agg(["sum", "count"])
+    sums = g["sum"].unstack(fill_value=0.0).to_numpy()
+    counts = g["count"].unstack(fill_value=0).to_numpy().astype(np.float64)
+    rng = np.random.default_rng(0)
+    K = len(sums)
+    reps = np.empty((n_boot, sums.shape[1]))
+    for b in range(n_boot):
+        idx = rng.integers(0, K, size=K)
+        reps[b] = sums[idx].sum(axis=0) / counts[idx].sum(axis=0)
+    mean = sums.sum(axis=0) / counts.sum(axis=0)
+    lo, hi = np.percentile(reps, [2.5, 97.5], axis=0)
+    print(json.dumps({"bins": len(mean), "clusters": K, "mean0": float(mean[0]), "lo0": float(lo[0]),
+                      "hi0": float(hi[0])}))
 
 
-def _run_child(task: str, path: Path, args: argparse.Namespace) -> dict[str, float]:
-    cmd = [sys.executable, "-m", "benchmarks.bench_stats", "--child", task, "--path", str(path), "--bins",
-           str(args.bins), "--n-boot", str(args.n_boot), "--memory-limit", args.memory_limit, "--quantiles",
-           args.quantiles] + (["--threads", str(args.threads)] if args.threads else [])
-    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if out.returncode != 0:
-        raise RuntimeError(f"{task} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+def _run(cmd: list[str], env: dict[str, str]) -> dict[str, float]:
+    """Wall seconds and peak RSS (MB) of one subprocess: its own ``ru_maxrss``, read by ``os.wait4``."""
+    with tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            err.seek(0)
+            raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err.read().decode()[-3000:]}")
+    return {"wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024}  # KiB on Linux
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rows", type=int, default=10_000_000, help="token rows to generate (default 10M)")
-    p.add_argument("--rows-per-part", type=int, default=2_000_000, help="rows per parquet part")
+    p.add_argument("--rows", type=int, default=10_000_000, help="token rows (default 10M)")
     p.add_argument("--bins", type=int, default=20, help="relative position bins")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
-    p.add_argument("--quantiles", default="auto", help="bin quantiles: auto, exact, approx, none")
-    p.add_argument("--memory-limit", default="4GB", help="DuckDB memory limit")
-    p.add_argument("--threads", type=int, default=None, help="DuckDB threads (default: all cores)")
-    p.add_argument("--pandas-max-rows", type=int, default=20_000_000, help="skip the pandas baseline above this")
-    p.add_argument("--dir", default=None, help="where to write the dataset (default: a temp folder, removed)")
+    p.add_argument("--repeats", type=int, default=3, help="rounds (best of, order alternating)")
+    p.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "drift-bench-stats"),
+                   help="where the generated dataset is kept between runs")
+    p.add_argument("--no-pandas", action="store_true", help="skip the pandas baseline (e.g. at 100M rows)")
+    p.add_argument("--ray", action="store_true", help="also time drift fit --engine ray (local Ray)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--path", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.child:
-        print(json.dumps(_child(args.child, args.path, args)))
+    if args.child == "generate":
+        _generate(Path(args.path), args.rows, args.seed)
+        return 0
+    if args.child == "pandas":
+        _pandas_baseline(args.path, args.bins, args.n_boot)
         return 0
 
-    from drift.synthetic import write_synthetic_dataset
-
-    base = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="drift-bench-"))
-    path = base / "ds"
-    try:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    path = Path(args.cache) / f"ds-{args.rows}-s{args.seed}"
+    me = [sys.executable, "-m", "benchmarks.bench_stats", "--rows", str(args.rows), "--bins", str(args.bins),
+          "--n-boot", str(args.n_boot), "--seed", str(args.seed), "--path", str(path)]
+    if not (path / "manifest.json").exists():
         t0 = time.perf_counter()
-        ds = write_synthetic_dataset(path, _frames(args.rows, args.rows_per_part, args.seed), if_exists="overwrite")
-        gen = time.perf_counter() - t0
-        size_gb = sum(os.path.getsize(f) for f in ds.files("tokens")) / 1e9
-        print(f"dataset: {ds.manifest['n_tokens']:,} token rows, {ds.manifest['n_rollouts']:,} rollouts, "
-              f"{len(ds.files('tokens'))} parts, {size_gb:.2f} GB of token parquet, written in {gen:.1f} s")
-        tasks = ["duckdb_mean", "bin_metric"] + (["pandas"] if args.rows <= args.pandas_max_rows else [])
-        results = {t: _run_child(t, path, args) for t in tasks}
-        ref = results["duckdb_mean"]
-        print(f"\n{'task':<12} {'rows':>13} {'wall s':>8} {'peak RSS MB':>12} {'wall x':>7} {'RSS x':>6}")
-        for t, r in results.items():
-            print(f"{t:<12} {r['n_tokens']:>13,} {r['wall_s']:>8.1f} {r['peak_rss_mb']:>12.0f} "
-                  f"{r['wall_s'] / ref['wall_s']:>7.1f} {r['peak_rss_mb'] / ref['peak_rss_mb']:>6.1f}")
-        print(f"\nbin_metric: {args.bins} rel bins, {args.n_boot} rollout-bootstrap resamples, quantiles="
-              f"{args.quantiles}; DuckDB memory_limit={args.memory_limit}, threads={args.threads or 'all'}; "
-              f"{os.cpu_count()} CPUs")
+        subprocess.run([*me, "--child", "generate"], check=True, env=env)
+        print(f"generated {path} in {time.perf_counter() - t0:.0f} s")
+    from drift.store import open_dataset
+
+    ds = open_dataset(path)
+    size_gb = sum(os.path.getsize(f) for f in ds.files("tokens")) / 1e9
+    print(f"dataset: {ds.manifest['n_tokens']:,} token rows, {ds.manifest['n_rollouts']:,} rollouts, "
+          f"{len(ds.files('tokens'))} parts, {size_gb:.2f} GB of token parquet")
+    out = Path(tempfile.mkdtemp(prefix="drift-bench-fit-"))
+    fit = [sys.executable, "-m", "drift", "fit", str(path), "--metric", "kl_reverse", "--by", "rel", "--bins",
+           str(args.bins), "--n-boot", str(args.n_boot), "--if-exists", "overwrite"]
+    tasks: dict[str, list[str]] = {}
+    if not args.no_pandas:
+        tasks["pandas baseline"] = [*me, "--child", "pandas"]
+    tasks["drift fit"] = [*fit, "--out", str(out / "duckdb")]
+    if args.ray:
+        tasks["drift fit --engine ray"] = [*fit, "--out", str(out / "ray"), "--engine", "ray"]
+    results: dict[str, list[dict[str, float]]] = {t: [] for t in tasks}
+    try:
+        for r in range(args.repeats):
+            # the same order every round: no task runs twice in a row (a process started right after another run
+            # of itself finds the memory it freed and ran up to 2x faster: pandas did, 2.1 s vs 3.5-4 s)
+            for name in tasks:
+                res = _run(tasks[name], env)
+                results[name].append(res)
+                print(f"  round {r + 1}: {name:<24} {res['wall_s']:6.2f} s {res['peak_rss_mb']:7.0f} MB", flush=True)
+        if args.ray:  # the two engines wrote their bins: they must be identical
+            import pandas as pd
+
+            a, b = (pd.read_parquet(out / e / "bins.parquet") for e in ("duckdb", "ray"))
+            print("engine ray bins identical to duckdb:", a.equals(b))
     finally:
-        if not args.dir:
-            shutil.rmtree(base, ignore_errors=True)
+        shutil.rmtree(out, ignore_errors=True)
+    best = {t: min(x["wall_s"] for x in v) for t, v in results.items()}
+    median = {t: statistics.median(x["wall_s"] for x in v) for t, v in results.items()}
+    rss = {t: max(x["peak_rss_mb"] for x in v) for t, v in results.items()}
+    ref = "pandas baseline" if "pandas baseline" in tasks else None
+    print(f"\n| task | wall s, best of {args.repeats} | wall s, median | peak RSS MB (max) | best vs pandas | "
+          "median vs pandas | RSS vs pandas |")
+    print("|---|---|---|---|---|---|---|")
+    for t in tasks:
+        ratios = (f"{best[t] / best[ref]:.2f}x | {median[t] / median[ref]:.2f}x | {rss[t] / rss[ref]:.2f}x" if ref
+                  else "- | - | -")
+        print(f"| {t} | {best[t]:.2f} | {median[t]:.2f} | {rss[t]:.0f} | {ratios} |")
+    print(f"\n{ds.manifest['n_tokens']:,} rows, {args.bins} rel bins, {args.n_boot} resamples; {os.cpu_count()} CPUs; "
+          f"load average {os.getloadavg()[0]:.1f} at the end")
     return 0
 
 

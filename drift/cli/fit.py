@@ -58,7 +58,7 @@ _GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
                  "quantiles")),
     ("uncertainty", ("cluster", "min_clusters", "n_boot", "ci", "seed")),
     ("fitting", ("models", "errors", "fit_x", "direction", "flat_margin")),
-    ("resources", ("memory_limit", "threads")),
+    ("resources", ("memory_limit", "threads", "engine")),
 )
 
 

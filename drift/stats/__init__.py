@@ -12,7 +12,9 @@ A typical notebook session::
 
 Clusters are prompts by default (``BinSpec(cluster="prompt")``; keys from :func:`drift.schema.cluster_key_columns`).
 
-Modules: :mod:`~drift.stats.reader` (lazy, schema-checked sources), :mod:`~drift.stats.bins` (binning in DuckDB),
+Modules: :mod:`~drift.stats.reader` (lazy, schema-checked sources), :mod:`~drift.stats.bins` (binning in DuckDB;
+its queries in :mod:`~drift.stats.binsql`, the fixed-order fold of per-rollout sums in :mod:`~drift.stats.fold`,
+``engine="ray"`` in :mod:`~drift.stats.ray_engine`),
 :mod:`~drift.stats.bootstrap` (cluster bootstrap from sufficient statistics), :mod:`~drift.stats.models` (declared
 curve families), :mod:`~drift.stats.fit` (the one fitting routine), :mod:`~drift.stats.results` (its frozen results),
 :mod:`~drift.stats.direction`, :mod:`~drift.stats.pipeline` (the ``drift fit`` stage), :mod:`~drift.stats.plots`.

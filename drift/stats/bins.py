@@ -27,34 +27,55 @@ from :func:`drift.schema.cluster_key_columns`: ``prompt_key``, or ``(run_id, pro
 **Estimand.** ``mean`` is the mean over all tokens in the bin pooled across rollouts: a ratio of sums,
 ``sum_k s_kb / sum_k n_kb`` over clusters k, so a long rollout weighs more than a short one. Its interval is a
 cluster bootstrap (:mod:`drift.stats.bootstrap`) from per-cluster-per-bin sums and counts (sums and counts of a
-cluster's rollouts add up, so DuckDB aggregates by the cluster key), by default the expanded percentile interval
-with K = the bin's ``n_clusters``; memory scales with clusters x bins, never with tokens. ``q10``..``q90`` are
+cluster's rollouts add up: DuckDB sums per rollout and bin, :mod:`drift.stats.fold` adds those per cluster in a
+fixed order, so the numbers are bit-identical whatever the threads, and with ``engine="ray"``), by default the
+expanded percentile interval with K = the bin's ``n_clusters``; memory scales with rollouts x bins, never with
+tokens. ``q10``..``q90`` are
 token quantiles of the bin (exact, or DuckDB's t-digest ``approx_quantile`` above ``EXACT_QUANTILE_MAX_ROWS``
 rows with ``quantiles="auto"``).
 """
 
 from __future__ import annotations
 
-import itertools
+import dataclasses
 import logging
 import math
+import os
+import sys
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import pandas as pd
 
 from drift.config import Checks
 from drift.errors import ConfigError, DatasetError
-from drift.schema import CLUSTER_UNITS, ROLLOUT_KEY, cluster_key_columns
+from drift.schema import CLUSTER_UNITS, ROLLOUT_KEY
+from drift.stats.binsql import (
+    EXACT_QUANTILE_MAX_ROWS,
+    QUANTILES,
+    Plan,
+    fetch_arrow,
+    plan_bins,
+    quantile_sql,
+    rollout_sql,
+    shard_parts,
+)
 from drift.stats.bootstrap import INTERVAL_METHODS, expanded_percentile_interval, percentile_interval, ratio_replicates
-from drift.stats.reader import TokenSource, open_tokens, quote_ident
+from drift.stats.fold import fold_rollouts
+from drift.stats.reader import TokenSource, is_dataframe, open_tokens
+
+if TYPE_CHECKING:  # pandas is imported where a table is built: `import drift.stats` and the CLI stay light
+    import pandas as pd
 
 __all__ = [
     "BIN_COLUMNS",
+    "ENGINES",
+    "EXACT_QUANTILE_MAX_ROWS",
     "MAX_BINS",
+    "QUANTILES",
     "BinSpec",
     "Cell",
     "RolloutBins",
@@ -70,8 +91,7 @@ log = logging.getLogger(__name__)
 
 MAX_BINS = 200  # relative and log bins
 MAX_ABS_BINS = 1_000  # fixed-width absolute bins (memory: rollouts x bins x 16 bytes per metric and cell)
-EXACT_QUANTILE_MAX_ROWS = 20_000_000
-QUANTILES: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 0.9)
+ENGINES: tuple[str, ...] = ("duckdb", "ray")  # in-process DuckDB (default), or Ray tasks (drift.stats.ray_engine)
 QUANTILE_COLUMNS = tuple(f"q{round(q * 100)}" for q in QUANTILES)
 
 DEFAULT_MIN_CLUSTERS = 10
@@ -201,20 +221,32 @@ class Cell:
 def pooled_step(steps: Iterable[Any]) -> int | None:
     """The pooled step among ``steps``: the step-pooled one (None or a missing value) when present, else the
     earliest (a dataset of one step has only that step). Raises ValueError for no steps."""
-    values = [None if v is None or pd.isna(v) else int(v) for v in steps]
+    values = [None if _isna(v) else int(v) for v in steps]
     if not values:
         raise ValueError("no steps to choose the pooled one from")
     return None if None in values else min(values)  # type: ignore[type-var]
 
 
+def _isna(v: Any) -> bool:
+    """None, NaN or a pandas missing value (pandas is only consulted when loaded: only it makes pd.NA)."""
+    if v is None:
+        return True
+    pd = sys.modules.get("pandas")
+    if pd is not None:
+        return bool(pd.isna(v))
+    return isinstance(v, float) and math.isnan(v)
+
+
 def _table_cells(table: pd.DataFrame) -> list[Cell]:
     """The distinct cells of a bins table (missing ``step``/``stratum``/``group`` columns read as pooled)."""
+    import pandas as pd
+
     n = len(table)
     step = table["step"] if "step" in table else pd.Series([None] * n, index=table.index, dtype=object)
     stratum = table["stratum"] if "stratum" in table else pd.Series(["all"] * n, index=table.index)
     group = table["group"] if "group" in table else pd.Series(["all"] * n, index=table.index)
     keys = dict.fromkeys(zip(step.tolist(), stratum.astype(str).tolist(), group.astype(str).tolist(), strict=True))
-    return [Cell(None if v is None or pd.isna(v) else int(v), st, g) for v, st, g in keys]
+    return [Cell(None if _isna(v) else int(v), st, g) for v, st, g in keys]
 
 
 def pooled_cell(data: RolloutBins | pd.DataFrame | Iterable[Cell], *, stratum: str = "all",
@@ -237,7 +269,7 @@ def pooled_cell(data: RolloutBins | pd.DataFrame | Iterable[Cell], *, stratum: s
     """
     if isinstance(data, RolloutBins):
         cells = list(data.cells)
-    elif isinstance(data, pd.DataFrame):
+    elif is_dataframe(data):
         cells = _table_cells(data)
     else:
         cells = list(data)
@@ -315,6 +347,14 @@ class RolloutBins:
     n_tokens: int = 0
     quantile_method: str = "none"
     _cache: dict[Any, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
+    _pending: list[Callable[[], None]] = field(default_factory=list, repr=False, compare=False)
+
+    def wait_quantiles(self) -> None:
+        """Wait for bin quantiles still computed in the background (``aggregate_bins(background_quantiles=True)``)
+        and fill them in; a no-op otherwise. :meth:`table` calls it."""
+        while self._pending:
+            self._pending[0]()
+            self._pending.pop(0)
 
     @property
     def n_bins(self) -> int:
@@ -396,6 +436,9 @@ class RolloutBins:
             raise ValueError(f"ci must be in (0, 1), got {ci}")
         if interval not in INTERVAL_METHODS:
             raise ValueError(f"interval must be one of {INTERVAL_METHODS}, got {interval!r}")
+        import pandas as pd
+
+        self.wait_quantiles()
         frames = []
         left, right = self.edges[:-1], self.edges[1:]
         stratum_order = {s: i for i, s in enumerate(("all", *self.strata_labels))}
@@ -448,137 +491,7 @@ def _nanstd(a: np.ndarray) -> np.ndarray:
     return np.where(n > 1, np.sqrt(var), np.nan)
 
 
-# ------------------------------------------------------------------------------------------------ SQL building
-
-
-@dataclass(frozen=True)
-class _Plan:
-    spec: BinSpec
-    metrics: tuple[str, ...]
-    edges: np.ndarray
-    where: str
-    step_dim: bool
-    step_value: int | None  # the step label of cells when step is not a dimension
-    strata_cuts: tuple[int, ...]
-    strata_labels: tuple[str, ...]
-    quantile_method: str
-    extra_key: tuple[str, ...] = ()  # per-rollout columns the cluster key needs beyond ROLLOUT_KEY (prompt_key)
-    cluster_expr: str = ""  # SQL of the cluster key over the per-rollout rows
-
-    @property
-    def dims(self) -> list[str]:
-        d = ["d_step"] if self.step_dim else []
-        d += ["d_stratum"] if self.strata_cuts else []
-        return d + [f"d_g{j}" for j in range(len(self.spec.group_by))]
-
-    @property
-    def levels(self) -> list[tuple[str, ...]]:
-        """Grouping sets: the full split, plus the per-step and overall margins."""
-        full = tuple(self.dims)
-        levels = [full]
-        if self.spec.margins:
-            levels += [("d_step",)] if self.step_dim else []
-            levels += [()]
-        return list(dict.fromkeys(levels))
-
-
-def _bin_expr(plan: _Plan) -> tuple[str, str]:
-    spec, B = plan.spec, len(plan.edges) - 1
-    if spec.by == "rel":
-        return (f"least(greatest(CAST(floor(CAST(rel_position AS DOUBLE) * {B}) AS BIGINT), 0), {B - 1})",
-                "(CAST(position AS DOUBLE) + 0.5) / response_len")
-    M = int(plan.edges[-1])
-    if spec.by == "abs":
-        w = int(plan.edges[1] - plan.edges[0])
-        return f"CAST(position AS BIGINT) // {w}", "CAST(position AS DOUBLE) + 0.5"
-    # Log bins: a constant lookup list, position -> bin (exact integer edges, no float boundary issues).
-    lut = np.searchsorted(plan.edges, np.arange(M), side="right") - 1
-    literal = "[" + ",".join(str(int(v)) for v in lut) + "]"
-    return f"({literal})[CAST(position AS BIGINT) + 1]", "CAST(position AS DOUBLE) + 0.5"
-
-
-def _cluster_expr(unit: str, columns: Sequence[str]) -> tuple[tuple[str, ...], str]:
-    """``(extra per-rollout columns, SQL of one VARCHAR cluster key)`` for ``unit`` given the table's columns.
-
-    The key columns come from :func:`drift.schema.cluster_key_columns`; a null ``prompt_key`` (rows written before
-    it existed, mixed with newer ones) falls back to the ``(run_id, prompt_id)`` key of older datasets.
-    """
-    def joined(cols: Sequence[str]) -> str:
-        return "concat_ws(chr(31), " + ", ".join(f"CAST({quote_ident(c)} AS VARCHAR)" for c in cols) + ")"
-
-    cols = cluster_key_columns(unit, columns)
-    extra = tuple(c for c in cols if c not in ROLLOUT_KEY)
-    if unit == "prompt" and cols == ("prompt_key",):
-        fallback = cluster_key_columns("prompt", ())
-        return extra, f"coalesce(CAST(prompt_key AS VARCHAR), 'fallback' || chr(31) || {joined(fallback)})"
-    return extra, joined(cols)
-
-
-def _binned_cte(plan: _Plan) -> str:
-    bin_expr, x_expr = _bin_expr(plan)
-    cols = [*(quote_ident(k) for k in (*ROLLOUT_KEY, *plan.extra_key)), f"{bin_expr} AS bin", f"{x_expr} AS xc"]
-    cols += [f"CAST({quote_ident(m)} AS DOUBLE) AS m{i}" for i, m in enumerate(plan.metrics)]
-    if plan.step_dim:
-        cols.append("step AS d_step")
-    if plan.strata_cuts:
-        expr = " + ".join(f"CAST(response_len >= {c} AS INTEGER)" for c in plan.strata_cuts)
-        cols.append(f"({expr}) AS d_stratum")
-    cols += [f"{quote_ident(g)} AS d_g{j}" for j, g in enumerate(plan.spec.group_by)]
-    return f"binned AS (SELECT {', '.join(cols)} FROM tokens WHERE {plan.where})"
-
-
-def _grouping(plan: _Plan, extra: Sequence[str]) -> tuple[str, str]:
-    dims = plan.dims
-    lvl = f"GROUPING({', '.join(dims)})" if dims else "0"
-    sets = ", ".join("(" + ", ".join([*level, *extra]) + ")" for level in plan.levels)
-    return lvl, sets
-
-
-def _rollout_sql(plan: _Plan) -> str:
-    """Per-cell, per-cluster, per-bin sums: first per rollout (grouping sets), then added up per cluster key.
-
-    ``f{i}`` flags a rollout's first bin with a token of metric i, so that summing it over a cluster's bins counts
-    the cluster's rollouts; ``r{i}`` counts the cluster's rollouts with a token in the bin.
-    """
-    key = ", ".join(quote_ident(k) for k in (*ROLLOUT_KEY, *plan.extra_key))
-    lvl, sets = _grouping(plan, ["bin", *(quote_ident(k) for k in (*ROLLOUT_KEY, *plan.extra_key))])
-    dims = plan.dims
-    dim_sel = "".join(f"{d}, " for d in dims)
-    M = range(len(plan.metrics))
-    aggs = ", ".join(f"count(m{i}) AS n{i}, sum(m{i}) AS s{i}, sum(m{i} * m{i}) AS q{i}, "
-                     f"sum(xc) FILTER (WHERE m{i} IS NOT NULL) AS x{i}, "
-                     f"sum(xc * xc) FILTER (WHERE m{i} IS NOT NULL) AS w{i}" for i in M)
-    part = ", ".join(["lvl", *dims])
-    rollout_part = ", ".join(["lvl", *dims, key])
-    firsts = ", ".join(f"(n{i} > 0 AND bin = min(CASE WHEN n{i} > 0 THEN bin END) OVER (PARTITION BY "
-                       f"{rollout_part})) AS f{i}" for i in M)
-    csums = ", ".join(f"sum(n{i}) AS n{i}, sum(s{i}) AS s{i}, sum(q{i}) AS q{i}, sum(x{i}) AS x{i}, "
-                      f"sum(w{i}) AS w{i}, count(*) FILTER (WHERE n{i} > 0) AS r{i}, "
-                      f"count(*) FILTER (WHERE f{i}) AS f{i}" for i in M)
-    outs = ", ".join(f"n{i}, s{i}, q{i}, x{i}, w{i}, r{i}, f{i}" for i in M)
-    return (f"WITH {_binned_cte(plan)}, agg AS (SELECT {lvl} AS lvl, {dim_sel}bin, {key}, {aggs} FROM binned "
-            f"GROUP BY GROUPING SETS ({sets})), "
-            f"marked AS (SELECT *, {plan.cluster_expr} AS ck, {firsts} FROM agg), "
-            f"cagg AS (SELECT lvl, {dim_sel}bin, ck, {csums} FROM marked GROUP BY lvl, {dim_sel}bin, ck) "
-            f"SELECT dense_rank() OVER (ORDER BY {part}) - 1 AS cell, lvl, {dim_sel}"
-            f"dense_rank() OVER (PARTITION BY {part} ORDER BY ck) - 1 AS rid, bin, {outs} "
-            f"FROM cagg ORDER BY cell, rid, bin")
-
-
-def _quantile_sql(plan: _Plan) -> str:
-    lvl, sets = _grouping(plan, ["bin"])
-    fn = "quantile_cont" if plan.quantile_method == "exact" else "approx_quantile"
-    qs = "[" + ", ".join(str(q) for q in QUANTILES) + "]"
-    dim_sel = "".join(f"{d}, " for d in plan.dims)
-    aggs = ", ".join(f"{fn}(m{i}, {qs}) AS qq{i}" for i in range(len(plan.metrics)))
-    return (f"WITH {_binned_cte(plan)} SELECT {lvl} AS lvl, {dim_sel}bin, {aggs} FROM binned "
-            f"GROUP BY GROUPING SETS ({sets})")
-
-
-def _arrow(con: Any, sql: str) -> Any:
-    rel = con.sql(sql)
-    fetch = getattr(rel, "to_arrow_table", None) or rel.arrow  # DuckDB >= 1.4 / older
-    return fetch()
+# ------------------------------------------------------------------------------------------------ assembly
 
 
 def _fmt(v: Any) -> str:
@@ -589,94 +502,7 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def _strata_labels(cuts: Sequence[int]) -> tuple[str, ...]:
-    if not cuts:
-        return ()
-    labels = [f"T<{cuts[0]}"]
-    labels += [f"{a}<=T<{b}" for a, b in itertools.pairwise(cuts)]
-    return (*labels, f"T>={cuts[-1]}")
-
-
-def _plan(src: TokenSource, con: Any, metrics: tuple[str, ...], spec: BinSpec) -> _Plan:
-    where = ["position >= 0", "response_len > 0"]
-    if spec.by == "rel":
-        where.append("rel_position IS NOT NULL")
-    if spec.steps is not None:
-        where.append(f"step IN ({', '.join(str(s) for s in spec.steps)})")
-    base_where = " AND ".join(where)
-    extra_key, cluster_expr = _cluster_expr(spec.cluster, src.columns)
-    steps = [int(r[0]) for r in con.sql(f"SELECT DISTINCT step FROM tokens WHERE {base_where} ORDER BY 1")
-             .fetchall()]
-    if not steps:
-        what = f" at steps {list(spec.steps)}" if spec.steps is not None else ""
-        raise DatasetError(f"{src.name} has no token rows{what}; check the dataset path and --steps.")
-    edges = spec.edges() if spec.by == "rel" else None
-    if spec.by != "rel":
-        M = spec.max_position
-        if M is None:
-            M = int(con.sql(f"SELECT max(position) FROM tokens WHERE {base_where}").fetchall()[0][0]) + 1
-        edges = spec.edges(M)
-        where.append(f"position < {int(edges[-1])}")
-    cuts: tuple[int, ...] = ()
-    if isinstance(spec.strata, str):
-        k = int(spec.strata.split(":", 1)[1])
-        probs = ", ".join(str(j / k) for j in range(1, k))
-        row = con.sql(f"SELECT quantile_cont(response_len, [{probs}]), min(response_len), max(response_len) "
-                      f"FROM tokens WHERE {base_where} AND position = 0").fetchall()[0]
-        lo, hi = row[1], row[2]
-        raw = [round(v) for v in (row[0] or [])]
-        cuts = tuple(sorted({v for v in raw if lo is not None and lo < v <= hi}))  # collapsed edges merge here
-        if len(cuts) < k - 1:
-            log.warning("response-length quantiles gave %d strata instead of %d (many equal lengths, e.g. a "
-                        "length cap): equal edges merged", len(cuts) + 1, k)
-        cuts = _merge_small_strata(con, base_where, cuts, cluster_expr, spec.min_clusters, k)
-    elif spec.strata is not None:
-        cuts = tuple(spec.strata)  # the user's cut points are kept; a small stratum's verdict is "insufficient"
-    step_dim = spec.step == "each" and len(steps) > 1
-    step_value = steps[0] if len(steps) == 1 else None
-    qm = spec.quantiles
-    if qm == "auto":
-        qm = "exact" if src.n_rows <= EXACT_QUANTILE_MAX_ROWS else "approx"
-    return _Plan(spec, metrics, edges, " AND ".join(where), step_dim, step_value, cuts, _strata_labels(cuts), qm,
-                 extra_key, cluster_expr)
-
-
-def _merge_small_strata(con: Any, where: str, cuts: tuple[int, ...], cluster_expr: str,
-                        min_clusters: int, k: int) -> tuple[int, ...]:
-    """Drop degenerate quantile cut points: merge strata far below their share of the clusters.
-
-    A stratum is degenerate when it holds fewer than ``min(min_clusters, ceil(K_total / (2 k)))`` clusters, i.e.
-    under half of the ``K_total / k`` that k quantile strata should each hold *and* under the minimum for a verdict
-    (a length cap makes them: quantile edges collapse onto the cap and leave a sliver between). The smallest such
-    stratum is merged into its smaller neighbour, one cut at a time. Strata that are merely small (a small dataset)
-    are kept; their verdicts are ``insufficient``.
-    """
-    cuts = list(cuts)
-    total = int(con.sql(f"SELECT count(DISTINCT {cluster_expr}) FROM tokens WHERE {where} AND position = 0")
-                .fetchall()[0][0])
-    threshold = min(int(min_clusters), math.ceil(total / (2 * max(k, 1))))
-    while cuts:
-        expr = " + ".join(f"CAST(response_len >= {c} AS INTEGER)" for c in cuts)
-        rows = dict(con.sql(f"SELECT {expr} AS s, count(DISTINCT {cluster_expr}) FROM tokens "
-                            f"WHERE {where} AND position = 0 GROUP BY 1").fetchall())
-        sizes = [int(rows.get(j, 0)) for j in range(len(cuts) + 1)]
-        j = int(np.argmin(sizes))
-        if sizes[j] >= threshold:
-            break
-        if j == 0:
-            drop = 0
-        elif j == len(sizes) - 1:
-            drop = len(cuts) - 1
-        else:
-            drop = j - 1 if sizes[j - 1] <= sizes[j + 1] else j
-        log.warning("length stratum %d of %d has %d clusters (< %d: under half its quantile share and under "
-                    "min_clusters %d): merged with its neighbour", j + 1, len(sizes), sizes[j], threshold,
-                    min_clusters)
-        del cuts[drop]
-    return tuple(cuts)
-
-
-def _cell_of(plan: _Plan, lvl: int, dims: dict[str, Any]) -> Cell:
+def _cell_of(plan: Plan, lvl: int, dims: dict[str, Any]) -> Cell:
     # GROUPING() sets bit i (from the left, most significant first) when dims[i] is aggregated away.
     names = plan.dims
     grouped = {d: ((lvl >> (len(names) - 1 - i)) & 1) == 0 for i, d in enumerate(names)}
@@ -689,46 +515,100 @@ def _cell_of(plan: _Plan, lvl: int, dims: dict[str, Any]) -> Cell:
 
 
 def aggregate_bins(source: Any, metrics: str | Sequence[str], spec: BinSpec | None = None, *,
-                   memory_limit: str = "4GB", threads: int | None = None) -> RolloutBins:
+                   memory_limit: str = "4GB", threads: int | None = None, engine: str = "duckdb",
+                   ray_tasks: int | None = None, background_quantiles: bool = False) -> RolloutBins:
     """Per-cluster, per-bin sufficient statistics of ``metrics``, computed in DuckDB.
 
-    The tokens are scanned a few times (distinct steps, max position or length quantiles when needed, the
-    per-rollout aggregation that is then added up per cluster key, the bin quantiles); memory is that of the
-    result, about clusters x bins x 32 bytes per metric and cell, plus DuckDB's hash tables (bounded by
-    ``memory_limit``, spilling beyond it). ``spec.cluster`` picks the cluster (prompt by default).
+    The tokens are scanned once for the sums (per rollout and bin, by one single-threaded query per thread over a
+    shard of the parts, then added up per cluster key in a fixed order: :mod:`drift.stats.fold`) and once for the
+    bin quantiles, after a first pass for what the binning needs (distinct steps, unless the parquet statistics
+    tell, max position or length quantiles); memory is that of the result, about rollouts x bins x 100 bytes per
+    cell, plus DuckDB's hash tables (bounded by ``memory_limit``, spilling beyond it). ``spec.cluster`` picks the
+    cluster (prompt by default).
 
     Args:
         source: a dataset folder, :class:`~drift.store.DriftDataset`, DataFrame, arrow Table or
             :class:`~drift.stats.reader.TokenSource`.
         metrics: one or more numeric token columns (bools become 0/1, so their mean is a rate).
         spec: the binning (default ``BinSpec()``: 20 relative bins, cells per step).
-        memory_limit, threads: DuckDB resources.
+        memory_limit, threads: DuckDB resources (with ``engine="ray"``: of each task; threads default to 1 there).
+        engine: ``"duckdb"`` (default: in this process) or ``"ray"`` (the parts of a dataset folder aggregated by
+            Ray tasks and merged here, bit-identical to ``"duckdb"``: :mod:`drift.stats.ray_engine`).
+        ray_tasks: with ``engine="ray"``, how many tasks share the parts (default: one per part, at most 4 per CPU
+            of the cluster).
+        background_quantiles: scan for the bin quantiles in a worker thread and return at once; they are filled in
+            by :meth:`RolloutBins.wait_quantiles` (:meth:`RolloutBins.table` calls it). ``drift fit`` overlaps that
+            scan with its fits this way. The numbers are the same.
 
     Raises:
         SchemaError: listing every missing or ill-typed column (and the numeric columns, for an unknown metric).
         DatasetError: if no token rows are left to bin.
+        ConfigError: an unknown engine, or ``engine="ray"`` without Ray installed or without a dataset folder.
     """
     spec = spec or BinSpec()
     metrics = (metrics,) if isinstance(metrics, str) else tuple(dict.fromkeys(metrics))
     if not metrics:
         raise ValueError("pass at least one metric column to bin")
+    if engine not in ENGINES:
+        raise ConfigError("aggregate_bins", [f"engine must be one of {', '.join(ENGINES)}, got {engine!r}"])
     required = [*ROLLOUT_KEY, "position", "response_len", *(["rel_position"] if spec.by == "rel" else []),
                 *spec.group_by]
     src = open_tokens(source, required, metrics=metrics, memory_limit=memory_limit, threads=threads)
+    if engine == "ray":
+        from drift.stats.ray_engine import aggregate_ray
+
+        plan, table, qtable = aggregate_ray(src, metrics, spec, tasks=ray_tasks)
+        return _assemble(plan, src, table, qtable)
     con = src.connect()
     try:
-        plan = _plan(src, con, metrics, spec)
-        table = _arrow(con, _rollout_sql(plan))
-        qtable = _arrow(con, _quantile_sql(plan)) if plan.quantile_method != "none" else None
+        plan = plan_bins(src, con, metrics, spec)
+        rows, sharded = _rollout_rows(src, con, plan)
+        qtable: Any = None
+        if plan.quantile_method != "none" and rows.num_rows:
+            qtable = (_quantiles_in_background(src, plan) if background_quantiles else
+                      fetch_arrow(con, quantile_sql(plan)))
+        try:
+            table = fold_rollouts(rows, plan.dims, len(metrics), source=src.name)
+        except DatasetError:
+            if not sharded:
+                raise
+            # a rollout with tokens in parts of two shards: one query over every part instead (same numbers)
+            table = fold_rollouts(fetch_arrow(con, rollout_sql(plan)), plan.dims, len(metrics), source=src.name)
     finally:
         con.close()
     return _assemble(plan, src, table, qtable)
 
 
-def _assemble(plan: _Plan, src: TokenSource, table: Any, qtable: Any) -> RolloutBins:
+def _rollout_rows(src: TokenSource, con: Any, plan: Plan) -> tuple[Any, bool]:
+    """``(rows of rollout_sql, sharded)``: one query, or, for a dataset of several parts and several threads, one
+    single-threaded query per contiguous shard of parts, run in parallel threads. The rows are the same (a rollout's
+    tokens lie in one part) and the fold makes their order irrelevant; shards cost less CPU than one multi-threaded
+    query, whose threads share, partition and merge one hash table (the Ray engine's tasks are such shards)."""
+    threads = int(src.threads or os.cpu_count() or 1)
+    shards = shard_parts(len(src.files), threads) if src.dataset is not None and threads > 1 else []
+    if len(shards) < 2:
+        return fetch_arrow(con, rollout_sql(plan)), False
+    single = dataclasses.replace(src, threads=1)
+
+    def scan(parts: list[int]) -> Any:
+        c = single.connect(parts)
+        try:
+            return fetch_arrow(c, rollout_sql(plan))
+        finally:
+            c.close()
+
+    with ThreadPoolExecutor(max_workers=len(shards), thread_name_prefix="drift-shard") as pool:
+        tables = list(pool.map(scan, shards))
+    import pyarrow as pa
+
+    return pa.concat_tables(tables), True
+
+
+def _assemble(plan: Plan, src: TokenSource, table: Any, qtable: Any) -> RolloutBins:
     M, B = len(plan.metrics), len(plan.edges) - 1
     if table.num_rows == 0:
-        raise DatasetError(f"{src.name}: no token rows fall in any bin (check max_position and the step filter)")
+        raise DatasetError(plan.no_rows_message if plan.no_rows_message and plan.spec.by == "rel" else
+                           f"{src.name}: no token rows fall in any bin (check max_position and the step filter)")
     cell_ids = table.column("cell").to_numpy()
     starts = np.flatnonzero(np.r_[True, cell_ids[1:] != cell_ids[:-1]])
     ends = np.r_[starts[1:], len(cell_ids)]
@@ -772,27 +652,59 @@ def _assemble(plan: _Plan, src: TokenSource, table: Any, qtable: Any) -> Rollout
             n_tokens = tot
         stats[cell] = _CellStats(counts, sums, sumsq, xsum, xsq, np.full((M, B, len(QUANTILES)), np.nan),
                                  rolls, firsts.sum(axis=2))
-    if qtable is not None:
-        q_lvl = qtable.column("lvl").to_numpy()
-        q_dims = {d: qtable.column(d).to_pylist() for d in plan.dims}
-        q_bin = qtable.column("bin").to_numpy()
-        q_vals = [qtable.column(f"qq{i}").to_pylist() for i in range(M)]
-        for r in range(qtable.num_rows):
-            cell = keys.get((int(q_lvl[r]), *(q_dims[d][r] for d in plan.dims)))
-            if cell is None:
-                continue
-            for i in range(M):
-                if q_vals[i][r] is not None:
-                    stats[cell].quant[i, int(q_bin[r])] = np.asarray(q_vals[i][r], dtype=np.float64)
+    pending: list[Callable[[], None]] = []
+    if isinstance(qtable, Future):  # the quantile scan still runs: filled in by RolloutBins.wait_quantiles()
+        pending.append(lambda: _fill_quantiles(plan, stats, keys, qtable.result()))
+    elif qtable is not None:
+        _fill_quantiles(plan, stats, keys, qtable)
     cells = tuple(stats)
     for st in stats.values():
-        for arr in (st.counts, st.sums, st.sumsq, st.xsum, st.xsq, st.quant, st.rollouts, st.rollouts_any):
+        for arr in (st.counts, st.sums, st.sumsq, st.xsum, st.xsq, st.rollouts, st.rollouts_any):
             arr.setflags(write=False)
+        if not pending:
+            st.quant.setflags(write=False)
     edges = np.asarray(plan.edges, dtype=float)
     edges.setflags(write=False)
     return RolloutBins(spec=plan.spec, metrics=plan.metrics, edges=edges, cells=cells, stats=stats,
                        strata_labels=plan.strata_labels, source=src.name, n_tokens=n_tokens,
-                       quantile_method=plan.quantile_method)
+                       quantile_method=plan.quantile_method, _pending=pending)
+
+
+def _fill_quantiles(plan: Plan, stats: dict[Cell, _CellStats], keys: dict[tuple[Any, ...], Cell],
+                    qtable: Any) -> None:
+    """Write the rows of :func:`~drift.stats.binsql.quantile_sql` into the cells' ``quant`` arrays (then read-only)."""
+    M = len(plan.metrics)
+    q_lvl = qtable.column("lvl").to_numpy()
+    q_dims = {d: qtable.column(d).to_pylist() for d in plan.dims}
+    q_bin = qtable.column("bin").to_numpy()
+    q_vals = [qtable.column(f"qq{i}").to_pylist() for i in range(M)]
+    for r in range(qtable.num_rows):
+        cell = keys.get((int(q_lvl[r]), *(q_dims[d][r] for d in plan.dims)))
+        if cell is None:
+            continue
+        for i in range(M):
+            if q_vals[i][r] is not None:
+                stats[cell].quant[i, int(q_bin[r])] = np.asarray(q_vals[i][r], dtype=np.float64)
+    for st in stats.values():
+        st.quant.setflags(write=False)
+
+
+def _quantiles_in_background(src: TokenSource, plan: Plan) -> Future:
+    """Run the quantile scan on its own DuckDB connection in a worker thread (DuckDB releases the GIL)."""
+    # half the threads: the main thread keeps a core for the fits (and the scan holds fewer partial states)
+    threads = max(1, (src.threads or os.cpu_count() or 2) // 2)
+
+    def scan() -> Any:
+        con = dataclasses.replace(src, threads=threads).connect()
+        try:
+            return fetch_arrow(con, quantile_sql(plan))
+        finally:
+            con.close()
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="drift-quantiles")
+    future = pool.submit(scan)
+    pool.shutdown(wait=False)
+    return future
 
 
 def bin_metric(source: Any, metrics: str | Iterable[str], spec: BinSpec | None = None, *, n_boot: int = 1000,

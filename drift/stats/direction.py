@@ -40,15 +40,17 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import pandas as pd
-from scipy.stats import rankdata
 
 from drift.errors import ConfigError
 from drift.stats.bins import DEFAULT_MIN_CLUSTERS, RolloutBins
 from drift.stats.bootstrap import expanded_percentile_interval, ratio_replicates
+from drift.stats.reader import is_dataframe
+
+if TYPE_CHECKING:  # pandas is imported where a table is built: `import drift.stats` and the CLI stay light
+    import pandas as pd
 
 __all__ = [
     "DEFAULT_FLAT_MARGIN",
@@ -56,6 +58,7 @@ __all__ = [
     "RHO_INTERVAL",
     "VERDICTS",
     "DirectionResult",
+    "average_ranks",
     "check_direction_method",
     "direction_from_stats",
     "direction_test",
@@ -192,13 +195,35 @@ class DirectionResult:
         return self.report()
 
 
+def average_ranks(a_n_B: np.ndarray) -> np.ndarray:
+    """Ranks 1..B along each row, ties averaged, NaN entries NaN (ranked among the others as if absent).
+
+    The numbers of ``scipy.stats.rankdata(a, axis=1, nan_policy="omit")`` (the same algorithm: a stable sort, the
+    mean rank of each run of equal values), without importing ``scipy.stats``.
+    """
+    x = np.atleast_2d(np.asarray(a_n_B, dtype=float))
+    if x.size == 0:
+        return np.empty(x.shape)
+    j = np.argsort(x, axis=-1, kind="stable")
+    y = np.take_along_axis(x, j, axis=-1)
+    first = np.concatenate([np.ones((*x.shape[:-1], 1), dtype=bool), y[..., :-1] != y[..., 1:]], axis=-1)
+    starts = np.flatnonzero(first.ravel())
+    counts = np.diff(starts, append=y.size)
+    ordinal = np.broadcast_to(np.arange(1, x.shape[-1] + 1, dtype=float), x.shape)
+    ranks = np.repeat(ordinal[first] + (counts.astype(float) - 1) / 2, counts).reshape(x.shape)
+    out = np.empty(x.shape)
+    np.put_along_axis(out, j, ranks, axis=-1)
+    out[np.isnan(x)] = np.nan
+    return out
+
+
 def spearman_rows(x_B: np.ndarray, Y_n_B: np.ndarray) -> np.ndarray:
     """Spearman rho of ``x`` with each row of ``Y`` (ties averaged); NaN entries of a row are left out of it."""
     Y = np.atleast_2d(np.asarray(Y_n_B, dtype=float))
     X = np.broadcast_to(np.asarray(x_B, dtype=float), Y.shape)
     mask = ~np.isnan(Y)
-    ry = rankdata(np.where(mask, Y, np.nan), axis=1, nan_policy="omit")
-    rx = rankdata(np.where(mask, X, np.nan), axis=1, nan_policy="omit")
+    ry = average_ranks(np.where(mask, Y, np.nan))
+    rx = average_ranks(np.where(mask, X, np.nan))
     k = mask.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         mx = np.nansum(rx, axis=1) / k
@@ -333,7 +358,7 @@ def direction_test(data: RolloutBins | pd.DataFrame, metric: str | None = None, 
                        n_clusters=data.n_clusters(metric, cell), n_rollouts=data.n_rollouts(metric, cell),
                        cluster=data.cluster, alpha=alpha, seed=seed, n=n, min_clusters=min_clusters,
                        flat_margin=flat_margin, metric=metric, cell=cell.label)
-    if isinstance(data, pd.DataFrame):
+    if is_dataframe(data):
         raise ValueError("a bins table has no per-cluster statistics to resample, and shuffling its bin means is "
                          "not a valid test; pass the RolloutBins from aggregate_bins(...) instead")
     raise TypeError(f"direction_test needs a RolloutBins, got {type(data).__name__}")

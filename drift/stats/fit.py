@@ -84,8 +84,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
-from scipy import linalg, optimize, special
-from scipy import stats as sps
 
 from drift.errors import ConvergenceError, FitWarning
 from drift.stats.models import MODELS, DecayModel, get_model
@@ -93,6 +91,21 @@ from drift.stats.results import FitResult, FrozenDict, ModelSelection, _ro
 
 __all__ = ["FitResult", "FrozenDict", "ModelSelection", "fit_all", "fit_model", "full_cov_allowed", "half_point",
            "percival_m1"]
+
+
+def _t_ppf(p: float, df: float) -> float:
+    """Student's t quantile: what ``scipy.stats.t.ppf(p, df)`` returns (its ``_ppf`` is ``special.stdtrit``),
+    without importing ``scipy.stats`` (over a second)."""
+    from scipy import special
+
+    return float(special.stdtrit(df, p))
+
+
+def _normal_ppf(p: float) -> float:
+    """Standard normal quantile, as ``scipy.stats.norm.ppf(p)`` (``special.ndtri``)."""
+    from scipy import special
+
+    return float(special.ndtri(p))
 
 
 def _inside(p0: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -129,6 +142,8 @@ def _whitener(n: int, weights: Any, sigma: Any, cov: Any, shrinkage: float
         _, d = _floored_cov(C0)
         C = (1.0 - shrinkage) * C0 + shrinkage * np.diag(np.diag(C0))
         C[np.diag_indices(n)] = np.maximum(np.diag(C), d)
+        from scipy import linalg  # imported when first needed: `import drift.stats` stays light
+
         try:
             L = linalg.cholesky(C, lower=True)
         except linalg.LinAlgError:
@@ -166,6 +181,8 @@ def smoothed_variances(d: np.ndarray, n_clusters: int) -> np.ndarray:
     logd = np.log(d)
     m = float(np.mean(logd))
     spread = float(np.var(logd, ddof=1))
+    from scipy import special
+
     noise = float(special.polygamma(1, (n_clusters - 1) / 2.0))
     lam = 1.0 if spread <= noise else noise / spread
     return np.exp(m + (1.0 - lam) * (logd - m))
@@ -367,6 +384,8 @@ def fit_model(model: str | DecayModel, x: Any, y: Any, *, weights: Any = None, s
             raise ValueError(f"p0 must name exactly {list(model.param_names)}, got {sorted(p0)}")
     except ValueError as exc:
         raise ConvergenceError(f"{model.name}: {exc}") from exc
+    from scipy import optimize
+
     best, last_msg = None, ""
     for start in starts:
         theta0 = _inside(np.array([start[q] for q in model.param_names], dtype=float), lo, hi)
@@ -413,7 +432,7 @@ def fit_model(model: str | DecayModel, x: Any, y: Any, *, weights: Any = None, s
         df_ci = df_known
     else:
         df_ci = float(df if R is None else max(min(df, R - 1), 1))
-    q = sps.norm.ppf((1 + ci) / 2) if math.isinf(df_ci) else sps.t.ppf((1 + ci) / 2, df_ci)
+    q = _normal_ppf((1 + ci) / 2) if math.isinf(df_ci) else _t_ppf((1 + ci) / 2, df_ci)
     for i, name in enumerate(model.param_names):
         if best.active_mask[i] != 0:
             notes.append(f"{name} = {theta[i]:.4g} is at its bound; its interval is unreliable. "
@@ -498,4 +517,6 @@ def half_point(result: FitResult, x_range: tuple[float, float] | None = None, *,
     i = int(idx[0])
     if g[i] == 0:
         return float(grid[i])
+    from scipy import optimize
+
     return float(optimize.brentq(lambda v: float(result.predict(np.array([v]))[0]) - target, grid[i], grid[i + 1]))

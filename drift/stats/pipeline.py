@@ -15,6 +15,9 @@ no selected model (``"selected": null`` with ``selection_note`` saying why); eve
 
 :func:`fit_bins` is the notebook entry point: fit families to one metric's bins with errors taken from the
 cluster bootstrap.
+
+``engine="ray"`` (``--engine ray``) computes the per-cluster sums with Ray tasks over shards of the dataset's parts
+(:mod:`drift.stats.ray_engine`); every output is bit-identical to the default in-process DuckDB engine.
 """
 
 from __future__ import annotations
@@ -26,16 +29,16 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import pandas as pd
 
 from drift.config import Checks, opt, save_config
 from drift.errors import ConfigError, DatasetExistsError
 from drift.schema import CLUSTER_UNITS
 from drift.stats.bins import (
     DEFAULT_MIN_CLUSTERS,
+    ENGINES,
     MAX_BINS,
     BinSpec,
     Cell,
@@ -53,7 +56,10 @@ from drift.stats.direction import (
 )
 from drift.stats.fit import ModelSelection, fit_all
 from drift.stats.models import MODELS, DecayModel
-from drift.stats.reader import _MEMORY_RE
+from drift.stats.reader import _MEMORY_RE, is_dataframe
+
+if TYPE_CHECKING:  # pandas is imported where a table is built: `import drift.stats` and the CLI stay light
+    import pandas as pd
 
 __all__ = ["OUTPUT_FILES", "CellFit", "FitConfig", "FitRun", "check_output", "fit_bins", "run_fit"]
 
@@ -106,7 +112,7 @@ def fit_bins(data: RolloutBins | pd.DataFrame, metric: str, *, models: Sequence[
             ``n_clusters`` (it ties the covariance rule, its corrections and the intervals to K) with this minimum
             for a selection.
     """
-    if isinstance(data, pd.DataFrame):
+    if is_dataframe(data):
         if errors == "cov":
             raise ValueError("a bins table holds no bootstrap replicates; use errors='se' (its se column), "
                              "'n_rollouts' or 'n_tokens', or pass the RolloutBins from aggregate_bins")
@@ -194,7 +200,11 @@ class FitConfig:
                              "within +-this fraction of |overall mean|; otherwise a non-significant trend is "
                              "'inconclusive'")
     memory_limit: str = opt("4GB", "DuckDB memory limit (spills to a temp folder beyond it)")
-    threads: int | None = opt(None, "DuckDB threads (default: one per core)")
+    threads: int | None = opt(None, "DuckDB threads (default: one per core; with --engine ray, per task, default 1)")
+    engine: str = opt("duckdb", "where the sums are computed: duckdb = in this process (default); ray = Ray tasks over "
+                      "shards of the dataset's parts, merged exactly (bit-identical results; connects to "
+                      "RAY_ADDRESS when set, else starts a local Ray; needs pip install 'drift-opd[ray]')",
+                      choices=ENGINES)
     if_exists: str = opt("fail", "when OUT already holds fit outputs: fail or overwrite", choices=("fail", "overwrite"))
 
     def __post_init__(self) -> None:
@@ -228,7 +238,8 @@ class FitConfig:
         for name, choices in (("by", ("rel", "abs", "abs_log")), ("step", ("each", "pool")),
                               ("errors", ("cov", "se", "n_rollouts", "n_tokens", "none")),
                               ("fit_x", ("mean", "centre")), ("cluster", CLUSTER_UNITS),
-                              ("quantiles", ("auto", "exact", "approx", "none")), ("if_exists", ("fail", "overwrite"))):
+                              ("quantiles", ("auto", "exact", "approx", "none")), ("if_exists", ("fail", "overwrite")),
+                              ("engine", ENGINES)):
             c.choice(name, getattr(self, name), choices)
         try:
             self.bin_spec()  # BinSpec checks the binning fields; report its problems with ours, all at once
@@ -365,10 +376,27 @@ class FitRun:
         return "\n".join(lines)
 
 
+def _prefetch_imports() -> None:
+    """Import what the bootstrap and the fits need in a worker thread, while DuckDB scans (it releases the GIL)."""
+    import threading
+
+    def work() -> None:
+        import pandas  # noqa: F401
+        from scipy import linalg, optimize, special  # noqa: F401
+
+    threading.Thread(target=work, name="drift-imports").start()
+
+
 def run_fit(cfg: FitConfig) -> FitRun:
-    """Bin every metric (one DuckDB pass), bootstrap, fit every family per cell and test the direction."""
-    rb = aggregate_bins(cfg.dataset, cfg.metric, cfg.bin_spec(), memory_limit=cfg.memory_limit, threads=cfg.threads)
-    table = rb.table(n_boot=cfg.n_boot, ci=cfg.ci, seed=cfg.seed)
+    """Bin every metric (one DuckDB pass), bootstrap, fit every family per cell and test the direction.
+
+    The bin quantiles are scanned in a background thread while the cells are fitted (the bins table, built last,
+    waits for them); the bootstrap replicates are drawn once per cell and shared by the table, the fits and the
+    direction tests.
+    """
+    _prefetch_imports()
+    rb = aggregate_bins(cfg.dataset, cfg.metric, cfg.bin_spec(), memory_limit=cfg.memory_limit, threads=cfg.threads,
+                        engine=cfg.engine, background_quantiles=True)
     errors: Errors = cfg.errors if cfg.n_boot > 0 else "n_rollouts"  # type: ignore[assignment]
     fits: dict[str, tuple[CellFit, ...]] = {}
     for metric in cfg.metric:
@@ -395,4 +423,5 @@ def run_fit(cfg: FitConfig) -> FitRun:
                                  n_rollouts=st.n_rollouts(i), n_tokens=int(st.counts[i].sum()), n_clusters=k,
                                  cluster=rb.cluster, selection_note=note))
         fits[metric] = tuple(cells)
+    table = rb.table(n_boot=cfg.n_boot, ci=cfg.ci, seed=cfg.seed)
     return FitRun(cfg, table, fits, rb)

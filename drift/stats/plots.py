@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import pandas as pd
 
-from drift.stats.bins import pooled_step
+from drift.stats.bins import _isna, pooled_step
+
+if TYPE_CHECKING:  # pandas is imported where a table is built: `import drift.stats` and the CLI stay light
+    import pandas as pd
 
 __all__ = ["plot_bins"]
 
@@ -49,7 +51,7 @@ def plot_bins(df: pd.DataFrame, metric: str, *, ax: Any = None, hue: Literal["st
     if d.empty:
         raise ValueError(f"no rows for step={step} stratum={stratum!r} group={group!r}")
     # pooled rows carry a missing step (NA) or the label "all"; both are drawn dashed and labelled "all"
-    keys = ["all" if pd.isna(k) else k for k in dict.fromkeys(d[hue].tolist())] if hue else [None]
+    keys = ["all" if _isna(k) else k for k in dict.fromkeys(d[hue].tolist())] if hue else [None]
     for key in dict.fromkeys(keys):
         if key is None:
             part = d

@@ -18,26 +18,35 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import pyarrow as pa
 
 from drift.errors import DatasetError, SchemaError
 from drift.schema import ROLLOUT_KEY, read_drift_metadata, support_hint, validate_schema
 from drift.store import DriftDataset, open_dataset
 
-__all__ = ["ROLLOUT_KEY", "TokenSource", "numeric_columns", "open_tokens"]
+if TYPE_CHECKING:  # pandas is imported where a table is built: `import drift.stats` and the CLI stay light
+    import pandas as pd
+
+__all__ = ["ROLLOUT_KEY", "TokenSource", "is_dataframe", "numeric_columns", "open_tokens"]
 
 log = logging.getLogger(__name__)
 
 # ROLLOUT_KEY (re-exported) and the cluster keys are defined once, in drift.schema.
 _BASE_VIEW = "_drift_base_tokens"  # the stored columns, under the ``tokens`` view that adds derived ones
 _MEMORY_RE = re.compile(r"^\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*$", re.IGNORECASE)
+
+
+def is_dataframe(obj: Any) -> bool:
+    """True for a pandas DataFrame, without importing pandas (an object cannot be one before pandas is loaded)."""
+    pd = sys.modules.get("pandas")
+    return pd is not None and isinstance(obj, pd.DataFrame)
 
 
 def _is_numeric(t: pa.DataType) -> bool:
@@ -68,6 +77,7 @@ class TokenSource:
         threads: DuckDB worker threads (None: DuckDB's default, one per core).
         derived: ``(name, SQL expression)`` pairs: columns computed per row in the ``tokens`` view (they are in
             :attr:`schema` too).
+        files: the token parquet parts of a dataset, in part order (empty for in-memory tables).
     """
 
     name: str
@@ -78,6 +88,7 @@ class TokenSource:
     dataset: DriftDataset | None = field(default=None, repr=False)
     table: pa.Table | None = field(default=None, repr=False)
     derived: tuple[tuple[str, str], ...] = ()
+    files: tuple[str, ...] = ()
 
     @property
     def columns(self) -> list[str]:
@@ -87,8 +98,11 @@ class TokenSource:
         """Columns that can be binned as metrics."""
         return numeric_columns(self.schema)
 
-    def connect(self) -> Any:
-        """A new DuckDB connection with a view (or registered table) ``tokens``; close it when done."""
+    def connect(self, parts: Sequence[int] | None = None) -> Any:
+        """A new DuckDB connection with a view (or registered table) ``tokens``; close it when done.
+
+        ``parts`` restricts a dataset's view to those parts (indices into :attr:`files`: a Ray task's shard).
+        """
         import duckdb
 
         config: dict[str, Any] = {
@@ -100,12 +114,15 @@ class TokenSource:
         if self.threads is not None:
             config["threads"] = int(self.threads)
         con = duckdb.connect(config=config)
+        base = _BASE_VIEW if self.derived else "tokens"
         if self.dataset is not None:
-            self.dataset.duckdb(con)
-            if self.derived:
-                con.execute(f"ALTER VIEW tokens RENAME TO {_BASE_VIEW}")
+            files = self.files if parts is None else [self.files[int(i)] for i in parts]
+            if not files:
+                raise ValueError("connect(parts=...) needs at least one part")
+            listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+            con.execute(f"CREATE VIEW {base} AS SELECT * FROM read_parquet([{listing}])")
         else:
-            con.register(_BASE_VIEW if self.derived else "tokens", self.table)
+            con.register(base, self.table)
         if self.derived:
             con.execute(f"CREATE VIEW tokens AS SELECT *, {_derived_sql(self.derived)} FROM {_BASE_VIEW}")
         return con
@@ -202,7 +219,7 @@ def open_tokens(source: str | os.PathLike[str] | DriftDataset | pd.DataFrame | p
         dataset, name = source, str(source.root)
     elif isinstance(source, (str, os.PathLike)):
         dataset, name = open_dataset(source), str(Path(source))
-    elif isinstance(source, pd.DataFrame):
+    elif is_dataframe(source):
         table, name = pa.Table.from_pandas(source, preserve_index=False), "DataFrame"
     elif isinstance(source, pa.Table):
         table, name = source, "arrow Table"
@@ -215,19 +232,22 @@ def open_tokens(source: str | os.PathLike[str] | DriftDataset | pd.DataFrame | p
             raise DatasetError(f"{dataset.root} has no token parquet parts (tokens/part-*.parquet); "
                                "run `drift collect`/`drift score` first or check the path.")
         dataset.check()  # damaged parts -> DamagedPartError naming each file and the repair command
-        pds = dataset.dataset("tokens")
-        schema, n_rows = pds.schema, int(pds.count_rows())
+        import pyarrow.parquet as pq  # the footers only (pyarrow.dataset would import pandas)
+
+        schema = pq.read_schema(files[0])  # what pyarrow.dataset takes: the first part's schema
+        n_rows = sum(int(pq.ParquetFile(f).metadata.num_rows) for f in files)
     else:
         assert table is not None
         schema, n_rows = table.schema, table.num_rows
     extra.update(derived or {})
+    files = tuple(dataset.files("tokens")) if dataset is not None else ()
     if extra:
         schema = _derived_schema(TokenSource(name, schema, n_rows, str(memory_limit), threads, dataset, table,
-                                             tuple(extra.items())))
+                                             tuple(extra.items()), files))
     metrics = list(dict.fromkeys(metrics))
     problems = _schema_problems(schema, list(dict.fromkeys(required_columns)), metrics,
                                 str(dataset.root) if dataset is not None else "DATASET")
     if problems:
         raise SchemaError(f"tokens of {name}", problems)
     return TokenSource(name=name, schema=schema, n_rows=n_rows, memory_limit=str(memory_limit), threads=threads,
-                       dataset=dataset, table=table, derived=tuple(extra.items()))
+                       dataset=dataset, table=table, derived=tuple(extra.items()), files=files)

@@ -12,14 +12,16 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import pandas as pd
 
 from drift.curves import evaluate_on_domain
 from drift.errors import ConvergenceError
 from drift.stats.models import DecayModel, get_model
+
+if TYPE_CHECKING:  # pandas is imported where a table is built: `import drift.stats` and the CLI stay light
+    import pandas as pd
 
 __all__ = ["FitResult", "FrozenDict", "ModelSelection"]
 
@@ -172,6 +174,8 @@ class FitResult:
 
     def summary(self) -> pd.DataFrame:
         """One row per parameter: estimate, stderr, ci_low, ci_high."""
+        import pandas as pd
+
         names = list(self.model.param_names)
         return pd.DataFrame({"estimate": [self.params[p] for p in names], "stderr": [self.stderr[p] for p in names],
                              "ci_low": [self.ci_low[p] for p in names], "ci_high": [self.ci_high[p] for p in names]},
@@ -353,6 +357,8 @@ class ModelSelection:
     def table(self) -> pd.DataFrame:
         """One row per model, best first: n_params, converged, identified, aic, aicc, bic, delta_<criterion>,
         akaike_weight (0 for fits that cannot be selected), loglik, errors, message."""
+        import pandas as pd
+
         rows = [{"model": n, "n_params": r.n_params, "converged": r.converged, "identified": r.identified,
                  "aic": r.aic, "aicc": r.aicc, "bic": r.bic, "loglik": r.loglik, "errors": r.errors,
                  "message": r.message} for n, r in self.results.items()]

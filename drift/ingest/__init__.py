@@ -22,6 +22,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from drift.ingest.config import IMPORT_SOURCES, ImportConfig
+from drift.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from drift.ingest.records import ImportedRollout
@@ -34,16 +35,7 @@ __all__ = ["IMPORT_SOURCES", "ImportConfig", "ImportedRollout", "SourcePlan", "i
 _LAZY: dict[str, str] = {"ImportedRollout": "records", "SourcePlan": "run", "run_import": "run"}
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f"drift.ingest.{_LAZY[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'drift.ingest' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports("drift.ingest", _LAZY, globals(), __all__)
 
 # source -> (module, function returning its SourcePlan from an ImportConfig)
 _OPENERS: dict[str, tuple[str, str]] = {

@@ -21,11 +21,11 @@ the token-mean ``-sum w·A·log pi_S(y_t)`` (or the full-vocabulary reverse KL).
 
 from __future__ import annotations
 
-import importlib
 import sys
 import types
 from typing import TYPE_CHECKING, Any
 
+from drift.lazy import lazy_exports
 from drift.train.config import TrainConfig, resolve_preset, train_preset_values
 
 if TYPE_CHECKING:
@@ -87,13 +87,4 @@ class _Package(types.ModuleType):
 sys.modules[__name__].__class__ = _Package
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f"drift.train.{_LAZY[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'drift.train' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports("drift.train", _LAZY, globals(), __all__)

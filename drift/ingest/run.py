@@ -163,6 +163,12 @@ def resolve_tokenizer(cfg: ImportConfig, default: Path | None = None) -> tuple[A
     return None, None
 
 
+def source_temperature(plan: SourcePlan, cfg: ImportConfig) -> float | None:
+    """The temperature the source's log-probs were computed at: ``--temperature``, else what the reader found
+    (None: unknown). The metadata records it and the re-score check divides the logits by it."""
+    return cfg.temperature if cfg.temperature is not None else plan.notes.get("temperature")
+
+
 def _metadata(plan: SourcePlan, cfg: ImportConfig, run_id: str) -> dict[str, Any]:
     from drift.models import tokenizer_hash, vocab_hash
 
@@ -170,8 +176,7 @@ def _metadata(plan: SourcePlan, cfg: ImportConfig, run_id: str) -> dict[str, Any
     return {
         "estimator": "sampled" if plan.support == "sampled" else "topk", "support": plan.support, "k": plan.k,
         "has_teacher": plan.has_teacher, "teacher_source": plan.teacher_source, "source_format": plan.format,
-        "temperature": cfg.temperature if cfg.temperature is not None else plan.notes.get("temperature"),
-        "score_temperature": cfg.temperature if cfg.temperature is not None else plan.notes.get("temperature"),
+        "temperature": source_temperature(plan, cfg), "score_temperature": source_temperature(plan, cfg),
         "k3_clamp": K3_CLAMP, "k3_max": K3_MAX, "run_id": run_id,
         "student": {"source": cfg.student}, "teacher": {"source": cfg.teacher, "id": cfg.teacher_id,
                                                         "revision": cfg.teacher_revision},
@@ -290,7 +295,7 @@ def run_import(plan: SourcePlan, cfg: ImportConfig, *, student: Any = None, teac
                 if not checked:
                     checks.update(check_logprobs(chunk, student=student, teacher=teacher, n=cfg.check_rollouts,
                                                  tolerance=cfg.check_tolerance, options=cfg.scoring,
-                                                 temperature=cfg.temperature or 1.0))
+                                                 temperature=source_temperature(plan, cfg) or 1.0))
                     writer.set_config(_payload(plan, cfg, checks))
                     checked = True
                 pending = (j, chunk)

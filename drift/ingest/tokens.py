@@ -180,12 +180,12 @@ def _rollout(where: str, rec: dict[str, Any], default_step: int, cfg: ImportConf
 
 def open_tokens(cfg: ImportConfig) -> Any:
     """The :class:`~drift.ingest.run.SourcePlan` of a generic token-record import."""
-    from drift.ingest.run import SourcePlan, resolve_tokenizer
+    from drift.ingest.run import SourcePlan, default_step, resolve_tokenizer
 
     tokenizer, tokenizer_source = resolve_tokenizer(cfg)
     root = Path(cfg.path)
     files = token_files(root)
-    step = int(cfg.step or 0)
+    step = default_step(cfg)
     has_teacher = True
     if files:
         first = next(iter_records(files[0], logprobs=True), None)

@@ -31,6 +31,8 @@ __all__ = [
     "DRIFT_METADATA_KEY",
     "FULL_VOCAB_COLUMNS",
     "IMPORT_TOKEN_COLUMNS",
+    "ONSET_COLUMNS",
+    "ONSET_SCHEMA",
     "ORACLE_TOKEN_COLUMNS",
     "ROLLOUT_COLUMNS",
     "ROLLOUT_KEY",
@@ -48,6 +50,7 @@ __all__ = [
     "required_token_columns",
     "support_hint",
     "token_schema",
+    "validate_columns",
     "validate_schema",
     "with_drift_metadata",
 ]
@@ -344,3 +347,48 @@ def read_drift_metadata(schema: pa.Schema) -> dict[str, Any]:
     """The drift metadata dict stored on a parquet schema, or {} if absent."""
     raw = (schema.metadata or {}).get(DRIFT_METADATA_KEY)
     return json.loads(raw) if raw else {}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Onsets (``drift onset``): one row per rollout, where it leaves the teacher's support (drift.onset). Other stages
+# join this table on ROLLOUT_KEY.
+
+ONSET_COLUMNS: tuple[Column, ...] = (
+    Column("run_id", pa.string(), "run identifier (as in the token rows)"),
+    Column("step", I64, "scoring step (as in the token rows)"),
+    Column("prompt_id", pa.string(), "prompt identifier"),
+    Column("sample_id", I64, "sample index within the prompt"),
+    Column("response_len", I32, "T, number of response tokens"),
+    Column("onset_position", I32, "first response position off the teacher's support: the start of the CUSUM "
+           "excursion that crossed the threshold (null: the rollout never leaves)", nullable=True),
+    Column("onset_score", F64, "the detector statistic that decided: the CUSUM value at the alarm, or the largest "
+           "value reached when the onset is null"),
+    Column("alarm_position", I32, "the position where the statistic crossed the threshold (>= onset_position; "
+           "null with it)", nullable=True, required=False),
+)
+ONSET_SCHEMA = _schema(ONSET_COLUMNS)
+
+
+def validate_columns(schema: pa.Schema, columns: Iterable[Column], *, what: str) -> None:
+    """Check ``schema`` against ``columns`` (by type family, see :class:`Column`); list every problem at once.
+
+    Required columns must be present; every column present that ``columns`` names must have the right family.
+    Extra columns are allowed.
+
+    Raises:
+        SchemaError: naming every missing or mistyped column.
+    """
+    problems: list[str] = []
+    present = {f.name: f for f in schema}
+    for col in columns:
+        fld = present.get(col.name)
+        if fld is None:
+            if col.required:
+                problems.append(f"missing column {col.name!r} ({col.doc})")
+            continue
+        found = _family(fld.type)
+        if found != col.family and found != "null":
+            problems.append(f"column {col.name!r} has type {fld.type} ({found}); expected {col.family} like "
+                            f"{col.type}")
+    if problems:
+        raise SchemaError(what, problems)

@@ -25,7 +25,7 @@ from drift import __version__
 from drift.errors import DriftError
 
 # Subcommand modules, in the order they appear in `drift --help`.
-COMMANDS: tuple[str, ...] = ("collect", "score", "import", "fit", "schedule", "probe", "train", "report")
+COMMANDS: tuple[str, ...] = ("collect", "score", "import", "fit", "schedule", "probe", "onset", "train", "report")
 # Commands whose module name differs (``import`` is a Python keyword).
 _MODULES: dict[str, str] = {"import": "ingest"}
 # The one line `drift --help` shows for each command; each module's ``register`` passes it as the parser's help,
@@ -37,6 +37,7 @@ HELP: dict[str, str] = {
     "fit": "bin metrics by position, bootstrap intervals, fit decay curves, test direction",
     "schedule": "show, export and write token-weight schedules (IW-OPD, prefix masks, fitted curves)",
     "probe": "continuation probe: teacher/student accuracy from student prefixes, reliability AUROCs",
+    "onset": "per rollout, the first position where it leaves the teacher's support (CUSUM, no oracle)",
     "train": "on-policy distillation with a token-weight schedule",
     "report": "one self-contained HTML report of a dataset (+ Markdown, PNG/SVG figures)",
 }

@@ -50,7 +50,8 @@ def _run_cli(*argv: str) -> dict[str, typing.Any]:
 START_UP = [
     ("--version",), ("--help",), ("fit", "--help"), ("schedule", "--help"), ("schedule", "show", "--help"),
     ("schedule", "make", "--help"), ("schedule", "recommend", "--help"), ("report", "--help"),
-    ("collect", "--help"), ("score", "--help"), ("import", "--help"), ("probe", "--help"), ("train", "--help"),
+    ("collect", "--help"), ("score", "--help"), ("import", "--help"), ("probe", "--help"), ("onset", "--help"),
+    ("train", "--help"),
 ]
 
 
@@ -153,6 +154,7 @@ def _configs() -> dict[tuple[str, ...], tuple[type, set[str], set[str]]]:
     """Command path -> (config, flags the command leaves out on purpose, flags it adds by hand)."""
     from drift.collect.config import CollectConfig, ScoreConfig
     from drift.ingest.config import ImportConfig
+    from drift.onset.config import OnsetConfig
     from drift.probe.config import ProbeConfig
     from drift.report.build import ReportConfig
     from drift.schedules.recommend import RecommendConfig
@@ -166,6 +168,7 @@ def _configs() -> dict[tuple[str, ...], tuple[type, set[str], set[str]]]:
         ("import",): (ImportConfig, set(), set()),
         ("fit",): (FitConfig, set(), {"--metric"}),  # metric: a repeatable flag taking commas
         ("probe",): (ProbeConfig, {"--dataset"} | scoring_only, set()),  # dataset: the positional DATASET
+        ("onset",): (OnsetConfig, {"--dataset"}, set()),  # dataset: the positional DATASET
         ("train",): (TrainConfig, set(), set()),
         ("report",): (ReportConfig, set(), set()),
         ("schedule", "recommend"): (RecommendConfig, {"--dataset"}, set()),

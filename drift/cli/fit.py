@@ -45,17 +45,35 @@ examples:
   drift fit runs/x --metric cum_abs_gap_frac --metric kl_reverse --by rel --bins 20 --out runs/x/fit
   drift fit runs/x --metric k3 --by abs_log --bins 30 --strata quantiles:3 --out runs/x/fit_abs
   drift fit runs/x --metric teacher_top1 --group-by finished --models logistic,linear --out runs/x/fit_top1
+  drift fit runs/x --metric kl_reverse --group-by teacher_entropy_zone,finished --zones 3 --out runs/x/fit_zones
+  drift onset runs/x --out runs/x/onset
+  drift fit runs/x --metric kl_reverse --by onset --onsets runs/x/onset/onsets.parquet --onset-window 32 \
+      --width 4 --out runs/x/fit_onset
 
 Cells: --strata splits rollouts by response length (a late position exists only in long rollouts, so length
 confounds position; quantile strata whose edges collapse, e.g. at a length cap, are merged),
 --group-by splits by a column's values, --step each keeps scoring steps apart. The pooled cell (all strata and
 groups) is always reported too and is the one at the top level of fits.json.
+
+Token classes (--group-by, combine with columns): teacher_entropy_zone (quantile zone of teacher_entropy: --zones
+Z, default 3 = low/mid/high; the cuts are exact quantiles of the binned tokens, recorded in config.json and
+printed), low_student_logprob (student_logprob < ln(--low-prob), default p = 0.1: the student found its own
+token unlikely), teacher_mass_zone (zones of teacher_mass_student_topk, the teacher's mass on the student's
+top-k; full-vocabulary scoring of current drift writes it). A class splits tokens; clusters stay prompts.
+
+--by onset: tokens binned by offset t - onset (tokens) from their rollout's divergence onset (onsets.parquet of
+`drift onset`, joined on run_id, step, prompt_id, sample_id) in bins of --width (default 4) over
+[-W, +W) (--onset-window W, default 32). Rollouts with a null onset (never leave) are excluded and counted;
+a rollout missing from the file is an error. No curve fits on this axis: bins with intervals, the direction
+test across the window, and the contrast after minus before the onset with a cluster-bootstrap interval.
 """
 
 _GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("output", ("out", "if_exists")),
     ("binning", ("by", "bins", "width", "max_position", "strata", "group_by", "step", "steps", "margins",
                  "quantiles")),
+    ("token classes (--group-by)", ("zones", "low_prob")),
+    ("onset axis (--by onset)", ("onsets", "onset_window")),
     ("uncertainty", ("cluster", "min_clusters", "n_boot", "ci", "seed")),
     ("fitting", ("models", "errors", "fit_x", "direction", "flat_margin")),
     ("resources", ("memory_limit", "threads", "engine")),

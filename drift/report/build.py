@@ -38,6 +38,7 @@ from typing import Any
 import pandas as pd
 
 from drift.config import config_to_dict
+from drift.report.classes import classes_section
 from drift.report.config import DEFAULT_METRICS, ReportConfig
 from drift.report.imported import Support, choose_metrics, sampler_section
 from drift.report.render import FigureStore, Section, TableBlock, render
@@ -59,7 +60,8 @@ __all__ = ["DEFAULT_METRICS", "IMPORT_SECTION_IDS", "SECTION_IDS", "ReportConfig
 log = logging.getLogger(__name__)
 
 _TITLES = {"metadata": "Run metadata", "positions": "Metrics by position", "directions": "Direction tests",
-           "fits": "Fitted curves and model selection", "trajectories": "Trajectories of sample rollouts",
+           "fits": "Fitted curves and model selection", "classes": "Token classes",
+           "trajectories": "Trajectories of sample rollouts",
            "probe": "Continuation probe", "training": "Drift over training", "schedule": "Recommended schedule"}
 SECTION_IDS: tuple[str, ...] = tuple(_TITLES)
 """Every report has these sections, in this order (one without its inputs says how to get them)."""
@@ -175,7 +177,7 @@ def build_report(dataset: str | os.PathLike[str], config: ReportConfig | None = 
         sections: list[Section] = [_run("metadata", lambda: metadata_section(ctx), cfg.strict)]
         prepared = _run("statistics", lambda: prepare(ctx) or True, cfg.strict)
         for sid, fn in (("positions", positions_section), ("directions", directions_section),
-                        ("fits", fits_section)):
+                        ("fits", fits_section), ("classes", classes_section)):
             sections.append(_run(sid, lambda fn=fn: fn(ctx), cfg.strict) if prepared is True else
                             Section(sid, _TITLES[sid], error=prepared.error))
         sections.append(_run("trajectories", lambda: trajectories_section(ctx), cfg.strict))

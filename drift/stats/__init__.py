@@ -17,7 +17,10 @@ its queries in :mod:`~drift.stats.binsql`, the fixed-order fold of per-rollout s
 ``engine="ray"`` in :mod:`~drift.stats.ray_engine`),
 :mod:`~drift.stats.bootstrap` (cluster bootstrap from sufficient statistics), :mod:`~drift.stats.models` (declared
 curve families), :mod:`~drift.stats.fit` (the one fitting routine), :mod:`~drift.stats.results` (its frozen results),
-:mod:`~drift.stats.direction`, :mod:`~drift.stats.pipeline` (the ``drift fit`` stage), :mod:`~drift.stats.plots`.
+:mod:`~drift.stats.direction`, :mod:`~drift.stats.pipeline` (the ``drift fit`` stage), :mod:`~drift.stats.plots`,
+:mod:`~drift.stats.classes` (derived token classes for ``group_by``: ``teacher_entropy_zone``, ``low_student_logprob``,
+``teacher_mass_zone``), :mod:`~drift.stats.onset_axis` (``by="onset"``: offsets from the divergence onset and the
+before-vs-after contrast).
 """
 
 from drift.stats.bins import (

@@ -7,17 +7,25 @@
   given); tokens at ``t >= max_position`` are left out;
 - ``by="abs_log"``: log-spaced absolute bins, edges ``unique(round(geomspace(1, M + 1, B + 1))) - 1`` with
   ``M = max_position`` (narrow early, wide late; rounding may merge the first few, so there can be fewer than B).
+- ``by="onset"``: the offset ``d = t - onset`` of a token from its rollout's divergence onset (``onsets.parquet`` of
+  ``drift onset``, joined on the rollout key), in fixed-width bins ``floor((d + W) / width)`` over the window
+  ``[-W, +W)`` (``onset_window`` W, default 32; ``width`` default 4; W a multiple of it, so 0 is an edge: a bin
+  lies wholly before or wholly after the onset). Rollouts whose onset is null (they never leave) and tokens outside
+  the window are left out (:mod:`drift.stats.onset_axis`).
 
 Edges (``bin_left``, ``bin_right``) are in position units: fractions of the response for ``rel``, tokens otherwise,
-left-closed and right-open. ``x`` is the mean *slot centre* of the bin's tokens, ``(t + 0.5) / T`` for ``rel`` and
-``t + 0.5`` for ``abs``: the abscissa decay fits use (never 0, so power laws are defined).
+left-closed and right-open. ``x`` is the mean *slot centre* of the bin's tokens, ``(t + 0.5) / T`` for ``rel``,
+``t + 0.5`` for ``abs`` and ``d + 0.5`` for ``onset``: the abscissa decay fits use (never 0, so power laws are
+defined; there are no curve fits on the onset axis).
 
 **Cells.** Bins are computed within cells: per ``step`` (``step="each"``) or pooled (``step="pool"``), per
 response-length stratum (a late position only exists in long rollouts, so length confounds position; strata make
-that visible) and per value of any grouping column (``finished``, ``reward``...). With ``margins=True`` the table
-also holds the pooled cells (``stratum="all"``, ``group="all"``) next to the split ones. Quantile strata
-(``"quantiles:k"``) whose edges collapse (many equal lengths, e.g. a length cap) are merged, and so is a degenerate
-sliver between collapsed edges (a quantile stratum under half its share of clusters and under ``min_clusters``).
+that visible) and per value of any grouping column (``finished``, ``reward``...) or derived token class
+(``teacher_entropy_zone``, ``low_student_logprob``, ``teacher_mass_zone``: :mod:`drift.stats.classes`). With
+``margins=True`` the table also holds the pooled cells (``stratum="all"``, ``group="all"``) next to the split ones.
+Quantile strata (``"quantiles:k"``) whose edges collapse (many equal lengths, e.g. a length cap) are merged, and
+so is a degenerate sliver between collapsed edges (a quantile stratum under half its share of clusters and under
+``min_clusters``).
 
 **Clusters.** The resampling unit is ``cluster`` (:data:`drift.schema.CLUSTER_UNITS`): ``"prompt"`` (default) puts
 all rollouts of a prompt in one cluster (they share its difficulty; one prompt seen at several steps is one cluster
@@ -64,11 +72,21 @@ from drift.stats.binsql import (
     shard_parts,
 )
 from drift.stats.bootstrap import INTERVAL_METHODS, expanded_percentile_interval, percentile_interval, ratio_replicates
+from drift.stats.classes import (
+    DEFAULT_LOW_PROB,
+    DEFAULT_ZONES,
+    MAX_ZONES,
+    TOKEN_CLASSES,
+    ResolvedClass,
+    resolve_classes,
+)
 from drift.stats.fold import fold_rollouts
 from drift.stats.reader import TokenSource, is_dataframe, open_tokens
 
 if TYPE_CHECKING:  # pandas is imported where a table is built: `import drift.stats` and the CLI stay light
     import pandas as pd
+
+    from drift.stats.onset_axis import OnsetInfo
 
 __all__ = [
     "BIN_COLUMNS",
@@ -90,6 +108,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MAX_BINS = 200  # relative and log bins
+BY: tuple[str, ...] = ("rel", "abs", "abs_log", "onset")  # position axes (see the module docstring)
+DEFAULT_ONSET_WINDOW = 32  # by="onset": offsets in [-W, +W) tokens
+DEFAULT_ONSET_WIDTH = 4
 MAX_ABS_BINS = 1_000  # fixed-width absolute bins (memory: rollouts x bins x 16 bytes per metric and cell)
 ENGINES: tuple[str, ...] = ("duckdb", "ray")  # in-process DuckDB (default), or Ray tasks (drift.stats.ray_engine)
 QUANTILE_COLUMNS = tuple(f"q{round(q * 100)}" for q in QUANTILES)
@@ -120,13 +141,15 @@ class BinSpec:
     """How to bin tokens by position (see the module docstring for the exact rules).
 
     Attributes:
-        by: ``"rel"`` (t/T), ``"abs"`` (tokens, fixed width) or ``"abs_log"`` (tokens, log-spaced).
-        bins: number of bins B (rel, abs_log: 1..200; abs: used when ``width`` is None).
-        width: absolute bin width in tokens (``by="abs"`` only).
+        by: ``"rel"`` (t/T), ``"abs"`` (tokens, fixed width), ``"abs_log"`` (tokens, log-spaced) or ``"onset"``
+            (offset from the rollout's divergence onset, fixed width; needs ``onsets``).
+        bins: number of bins B (rel, abs_log: 1..200; abs: used when ``width`` is None; not used by onset).
+        width: bin width in tokens (``by="abs"``; ``by="onset"``: default 4).
         max_position: absolute bins cover positions ``0 .. max_position - 1`` (default: longest response).
         strata: response-length strata: cut points (``(256, 512)`` gives ``T<256``, ``256<=T<512``, ``T>=512``), the
             same as a comma string, or ``"quantiles:k"`` for k strata of equal rollout counts; None for no strata.
-        group_by: token columns to split by (e.g. ``("finished",)``); each value combination is a cell.
+        group_by: token columns or derived token classes (:data:`drift.stats.classes.TOKEN_CLASSES`) to split by
+            (e.g. ``("finished",)``, ``("teacher_entropy_zone", "finished")``); each value combination is a cell.
         step: ``"each"`` (cells per scoring step) or ``"pool"`` (all steps together).
         steps: keep only these steps (None: all).
         margins: also compute the pooled cells (``stratum="all"``, ``group="all"``, all steps).
@@ -134,9 +157,13 @@ class BinSpec:
         cluster: resampling unit, ``"prompt"`` (default) or ``"rollout"`` (see the module docstring).
         min_clusters: the minimum for a verdict (default 10); a degenerate quantile stratum under it and under half
             its share of clusters is merged into a neighbour.
+        zones: quantile zones Z of the zone classes (2..10, default 3: low / mid / high).
+        low_prob: p of ``low_student_logprob`` (``student_logprob < ln p``; default 0.1).
+        onsets: ``by="onset"``: the ``onsets.parquet`` of ``drift onset`` (or its folder).
+        onset_window: ``by="onset"``: W, offsets in ``[-W, +W)`` tokens (default 32; a multiple of ``width``).
     """
 
-    by: Literal["rel", "abs", "abs_log"] = "rel"
+    by: Literal["rel", "abs", "abs_log", "onset"] = "rel"
     bins: int = 20
     width: int | None = None
     max_position: int | None = None
@@ -148,6 +175,10 @@ class BinSpec:
     quantiles: Literal["auto", "exact", "approx", "none"] = "auto"
     cluster: Literal["prompt", "rollout"] = "prompt"
     min_clusters: int = DEFAULT_MIN_CLUSTERS
+    zones: int = DEFAULT_ZONES
+    low_prob: float = DEFAULT_LOW_PROB
+    onsets: str | None = None
+    onset_window: int = DEFAULT_ONSET_WINDOW
 
     def __post_init__(self) -> None:
         c = Checks("BinSpec")
@@ -162,7 +193,7 @@ class BinSpec:
             object.__setattr__(self, "group_by", tuple(self.group_by))
         if self.steps is not None:
             object.__setattr__(self, "steps", tuple(int(s) for s in self.steps) or None)
-        c.choice("by", self.by, ("rel", "abs", "abs_log"))
+        c.choice("by", self.by, BY)
         c.choice("step", self.step, ("each", "pool"))
         c.choice("quantiles", self.quantiles, ("auto", "exact", "approx", "none"))
         c.choice("cluster", self.cluster, CLUSTER_UNITS)
@@ -170,12 +201,30 @@ class BinSpec:
                 f"min_clusters must be an integer >= 1, got {self.min_clusters!r}")
         if self.by in ("rel", "abs_log") or self.width is None:
             c.in_range("bins", self.bins, 1, MAX_BINS)
-        c.check(self.width is None or self.by == "abs",
-                f"width is only used with by='abs' (got by={self.by!r}, width={self.width}); drop it or use abs")
+        c.check(self.width is None or self.by in ("abs", "onset"),
+                f"width is only used with by='abs' or 'onset' (got by={self.by!r}, width={self.width}); drop it or "
+                "use abs")
         c.positive("width", self.width, allow_none=True)
         c.positive("max_position", self.max_position, allow_none=True)
-        c.check(self.max_position is None or self.by != "rel",
-                "max_position applies to absolute bins; relative bins always cover the whole response")
+        c.check(self.max_position is None or self.by in ("abs", "abs_log"),
+                "max_position applies to absolute bins; relative bins always cover the whole response and onset "
+                "bins the window [-onset_window, +onset_window)")
+        if self.by == "onset":
+            c.check(bool(self.onsets), "by='onset' needs onsets: the onsets.parquet written by `drift onset DATASET "
+                    "--out OUT` (pass --onsets OUT/onsets.parquet)")
+            w = self.width or DEFAULT_ONSET_WIDTH
+            ok = isinstance(self.onset_window, int) and self.onset_window >= 1 and w >= 1
+            c.check(ok and self.onset_window % w == 0 and 2 * self.onset_window // w <= MAX_ABS_BINS,
+                    f"onset_window must be a positive multiple of the width ({w}) with at most {MAX_ABS_BINS} bins, "
+                    f"got {self.onset_window!r} (0 must be a bin edge: a bin lies before or after the onset)")
+        else:
+            c.check(not self.onsets, f"onsets is only used with by='onset' (got by={self.by!r}); drop --onsets or "
+                    "pass --by onset")
+        c.check(isinstance(self.zones, int) and 2 <= self.zones <= MAX_ZONES,
+                f"zones must be an integer in 2..{MAX_ZONES}, got {self.zones!r}")
+        c.check(isinstance(self.low_prob, (int, float)) and 0 < self.low_prob < 1,
+                f"low_prob must be in (0, 1) (the student probability below which a token is unlikely), got "
+                f"{self.low_prob!r}")
         if isinstance(self.strata, str):
             k = self.strata.split(":", 1)[1]
             c.check(k.isdigit() and 2 <= int(k) <= 20, f"strata 'quantiles:k' needs k in 2..20, got {self.strata!r}")
@@ -188,9 +237,13 @@ class BinSpec:
         c.raise_if_any()
 
     def edges(self, max_position: int | None = None) -> np.ndarray:
-        """Bin edges in position units (fractions for ``rel``, tokens otherwise); ``len(edges) = n_bins + 1``."""
+        """Bin edges in position units (fractions for ``rel``, tokens otherwise, offsets from the onset for
+        ``onset``); ``len(edges) = n_bins + 1``."""
         if self.by == "rel":
             return np.arange(self.bins + 1) / self.bins
+        if self.by == "onset":
+            W, w = int(self.onset_window), int(self.width or DEFAULT_ONSET_WIDTH)
+            return np.arange(-W, W + 1, w).astype(float)
         M = int(self.max_position or max_position or 0)
         if M < 1:
             raise ValueError("absolute bins need max_position (or data to take it from)")
@@ -335,6 +388,8 @@ class RolloutBins:
     Made by :func:`aggregate_bins`; :meth:`table` turns it into the tidy DataFrame. Arrays are indexed
     ``[metric, cluster, bin]`` (a cluster is a prompt or a rollout: ``spec.cluster``); ``edges`` are the bin edges
     in position units (see the module docstring). The name is historical: rows were rollouts before clusters.
+    ``classes``: the derived token classes of ``spec.group_by`` with their cut points (:mod:`drift.stats.classes`);
+    ``onset``: with ``by="onset"``, the rollouts the onset bins rest on and those excluded (null onset).
     """
 
     spec: BinSpec
@@ -346,6 +401,8 @@ class RolloutBins:
     source: str = ""
     n_tokens: int = 0
     quantile_method: str = "none"
+    classes: tuple[ResolvedClass, ...] = ()
+    onset: OnsetInfo | None = None
     _cache: dict[Any, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
     _pending: list[Callable[[], None]] = field(default_factory=list, repr=False, compare=False)
 
@@ -551,17 +608,17 @@ def aggregate_bins(source: Any, metrics: str | Sequence[str], spec: BinSpec | No
         raise ValueError("pass at least one metric column to bin")
     if engine not in ENGINES:
         raise ConfigError("aggregate_bins", [f"engine must be one of {', '.join(ENGINES)}, got {engine!r}"])
-    required = [*ROLLOUT_KEY, "position", "response_len", *(["rel_position"] if spec.by == "rel" else []),
-                *spec.group_by]
+    plain = [g for g in spec.group_by if g not in TOKEN_CLASSES]  # derived classes are checked by their pass
+    required = [*ROLLOUT_KEY, "position", "response_len", *(["rel_position"] if spec.by == "rel" else []), *plain]
     src = open_tokens(source, required, metrics=metrics, memory_limit=memory_limit, threads=threads)
+    src, plan, classes, onset = _first_pass(src, metrics, spec)
     if engine == "ray":
         from drift.stats.ray_engine import aggregate_ray
 
-        plan, table, qtable = aggregate_ray(src, metrics, spec, tasks=ray_tasks)
-        return _assemble(plan, src, table, qtable)
+        plan, table, qtable = aggregate_ray(src, metrics, spec, tasks=ray_tasks, plan=plan)
+        return _assemble(plan, src, table, qtable, classes=classes, onset=onset)
     con = src.connect()
     try:
-        plan = plan_bins(src, con, metrics, spec)
         rows, sharded = _rollout_rows(src, con, plan)
         qtable: Any = None
         if plan.quantile_method != "none" and rows.num_rows:
@@ -576,7 +633,34 @@ def aggregate_bins(source: Any, metrics: str | Sequence[str], spec: BinSpec | No
             table = fold_rollouts(fetch_arrow(con, rollout_sql(plan)), plan.dims, len(metrics), source=src.name)
     finally:
         con.close()
-    return _assemble(plan, src, table, qtable)
+    return _assemble(plan, src, table, qtable, classes=classes, onset=onset)
+
+
+def _first_pass(src: TokenSource, metrics: tuple[str, ...],
+                spec: BinSpec) -> tuple[TokenSource, Plan, tuple[ResolvedClass, ...], OnsetInfo | None]:
+    """What every query needs, on this process (both engines): the onsets join (checked, its exclusions counted),
+    the plan (:func:`~drift.stats.binsql.plan_bins`) and the cut points of the token classes, which become literal
+    SQL of derived columns of the returned source (:mod:`drift.stats.classes`), the same in every Ray task."""
+    onset: OnsetInfo | None = None
+    con = src.connect()
+    try:
+        if spec.by == "onset":
+            from drift.stats.onset_axis import check_onsets, onsets_file
+
+            dataset = str(src.dataset.root) if src.dataset is not None else "DATASET"
+            path = onsets_file(str(spec.onsets), dataset)
+            onset = check_onsets(src, con, path, steps=spec.steps, window=spec.onset_window,
+                                 width=int(spec.edges()[1] - spec.edges()[0]))
+            con.close()
+            src = open_tokens(src, joins=[(path, ("onset_position",))])
+            con = src.connect()
+        plan = plan_bins(src, con, metrics, spec)
+        classes = resolve_classes(src, con, spec.group_by, plan.where, zones=spec.zones, low_prob=spec.low_prob)
+    finally:
+        con.close()
+    if classes:
+        src = open_tokens(src, derived={c.name: c.sql for c in classes})
+    return src, plan, classes, onset
 
 
 def _rollout_rows(src: TokenSource, con: Any, plan: Plan) -> tuple[Any, bool]:
@@ -604,8 +688,11 @@ def _rollout_rows(src: TokenSource, con: Any, plan: Plan) -> tuple[Any, bool]:
     return pa.concat_tables(tables), True
 
 
-def _assemble(plan: Plan, src: TokenSource, table: Any, qtable: Any) -> RolloutBins:
+def _assemble(plan: Plan, src: TokenSource, table: Any, qtable: Any, *, classes: tuple[ResolvedClass, ...] = (),
+              onset: OnsetInfo | None = None) -> RolloutBins:
     M, B = len(plan.metrics), len(plan.edges) - 1
+    if table.num_rows == 0 and onset is not None:
+        raise DatasetError(f"{src.name}: no token falls in the onset window: {onset.describe()}")
     if table.num_rows == 0:
         raise DatasetError(plan.no_rows_message if plan.no_rows_message and plan.spec.by == "rel" else
                            f"{src.name}: no token rows fall in any bin (check max_position and the step filter)")
@@ -667,7 +754,7 @@ def _assemble(plan: Plan, src: TokenSource, table: Any, qtable: Any) -> RolloutB
     edges.setflags(write=False)
     return RolloutBins(spec=plan.spec, metrics=plan.metrics, edges=edges, cells=cells, stats=stats,
                        strata_labels=plan.strata_labels, source=src.name, n_tokens=n_tokens,
-                       quantile_method=plan.quantile_method, _pending=pending)
+                       quantile_method=plan.quantile_method, classes=classes, onset=onset, _pending=pending)
 
 
 def _fill_quantiles(plan: Plan, stats: dict[Cell, _CellStats], keys: dict[tuple[Any, ...], Cell],

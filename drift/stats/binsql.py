@@ -88,6 +88,10 @@ def _bin_expr(plan: Plan) -> tuple[str, str]:
     if spec.by == "rel":
         return (f"least(greatest(CAST(floor(CAST(rel_position AS DOUBLE) * {B}) AS BIGINT), 0), {B - 1})",
                 "(CAST(position AS DOUBLE) + 0.5) / response_len")
+    if spec.by == "onset":  # offset d = t - onset from the joined onsets file, window [-W, W) (BinSpec checks W % w)
+        W, w = int(-plan.edges[0]), int(plan.edges[1] - plan.edges[0])
+        d = "(CAST(position AS BIGINT) - CAST(onset_position AS BIGINT))"
+        return f"({d} + {W}) // {w}", f"CAST({d} AS DOUBLE) + 0.5"
     M = int(plan.edges[-1])
     if spec.by == "abs":
         w = int(plan.edges[1] - plan.edges[0])
@@ -289,8 +293,12 @@ def plan_bins(src: TokenSource, con: Any, metrics: tuple[str, ...], spec: BinSpe
                  .fetchall()]
     if not steps:
         raise DatasetError(no_rows)
-    edges = spec.edges() if spec.by == "rel" else None
-    if spec.by != "rel":
+    edges = spec.edges() if spec.by in ("rel", "onset") else None
+    if spec.by == "onset":
+        W = int(spec.onset_window)
+        d = "(CAST(position AS BIGINT) - CAST(onset_position AS BIGINT))"
+        where += ["onset_position IS NOT NULL", f"{d} >= {-W}", f"{d} < {W}"]
+    elif spec.by != "rel":
         M = spec.max_position
         if M is None:
             top = con.sql(f"SELECT max(position) FROM tokens WHERE {base_where}").fetchall()[0][0]

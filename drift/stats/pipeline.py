@@ -37,7 +37,10 @@ from drift.config import Checks, opt, save_config
 from drift.errors import ConfigError, DatasetExistsError
 from drift.schema import CLUSTER_UNITS
 from drift.stats.bins import (
+    BY,
     DEFAULT_MIN_CLUSTERS,
+    DEFAULT_ONSET_WIDTH,
+    DEFAULT_ONSET_WINDOW,
     ENGINES,
     MAX_BINS,
     BinSpec,
@@ -47,6 +50,7 @@ from drift.stats.bins import (
     cell_rows,
     pooled_cell,
 )
+from drift.stats.classes import DEFAULT_LOW_PROB, DEFAULT_ZONES, TOKEN_CLASSES
 from drift.stats.direction import (
     DEFAULT_FLAT_MARGIN,
     RHO_INTERVAL,
@@ -54,8 +58,9 @@ from drift.stats.direction import (
     check_direction_method,
     direction_test,
 )
-from drift.stats.fit import ModelSelection, fit_all
+from drift.stats.fit import FrozenDict, ModelSelection, fit_all
 from drift.stats.models import MODELS, DecayModel
+from drift.stats.onset_axis import OnsetContrast, onset_contrast
 from drift.stats.reader import _MEMORY_RE, is_dataframe
 
 if TYPE_CHECKING:  # pandas is imported where a table is built: `import drift.stats` and the CLI stay light
@@ -66,6 +71,8 @@ __all__ = ["OUTPUT_FILES", "CellFit", "FitConfig", "FitRun", "check_output", "fi
 log = logging.getLogger(__name__)
 
 OUTPUT_FILES = ("bins.parquet", "fits.json", "config.json")
+NO_ONSET_FITS = ("no curve fits on the onset offset axis (--by onset): the decay families are functions of the "
+                 "position from the response start; see onset_contrast (after minus before the onset) and direction")
 Errors = Literal["cov", "se", "n_rollouts", "n_tokens", "none"]
 
 
@@ -167,13 +174,22 @@ class FitConfig:
     dataset: str = opt("", "drift dataset folder (the OUT of `drift collect`/`drift score`)", cli=False)
     metric: tuple[str, ...] = opt((), "token column to bin and fit; repeat the flag for several", cli=False)
     out: str = opt("", "output folder for bins.parquet, fits.json and config.json (required)")
-    by: str = opt("rel", "position axis: rel = t/T, abs = tokens in fixed-width bins, abs_log = log-spaced tokens",
-                  choices=("rel", "abs", "abs_log"))
+    by: str = opt("rel", "position axis: rel = t/T, abs = tokens in fixed-width bins, abs_log = log-spaced tokens, "
+                  "onset = offset t - onset from the rollout's divergence onset (needs --onsets; bins, intervals, "
+                  "the direction test and a before-vs-after contrast, no curve fits)", choices=BY)
     bins: int = opt(20, f"number of position bins (1..{MAX_BINS}; with --by abs, used when --width is not given)")
-    width: int | None = opt(None, "absolute bin width in tokens (--by abs only)")
+    width: int | None = opt(None, "bin width in tokens (--by abs; --by onset: default "
+                            f"{DEFAULT_ONSET_WIDTH}, a divisor of --onset-window)")
     max_position: int | None = opt(None, "absolute bins cover positions below this (default: longest response)")
     strata: str = opt("", "response-length strata: cut points '256,512' or 'quantiles:3' (default: none)")
-    group_by: tuple[str, ...] = opt((), "token columns to split by, comma separated (e.g. finished or reward)")
+    group_by: tuple[str, ...] = opt((), "token columns or derived token classes to split by, comma separated (e.g. "
+                                    "finished, reward; classes: " + ", ".join(TOKEN_CLASSES) + ")")
+    zones: int = opt(DEFAULT_ZONES, "quantile zones of teacher_entropy_zone / teacher_mass_zone (cuts: exact "
+                     "dataset quantiles, recorded in config.json; 3 = low/mid/high)")
+    low_prob: float = opt(DEFAULT_LOW_PROB, "low_student_logprob: the student's probability of its sampled token is "
+                          "below this (student_logprob < ln p)")
+    onsets: str = opt("", "--by onset: the onsets.parquet of `drift onset DATASET --out OUT`")
+    onset_window: int = opt(DEFAULT_ONSET_WINDOW, "--by onset: offsets in [-W, +W) tokens around the onset")
     step: str = opt("each", "each = separate cells per scoring step; pool = all steps together",
                     choices=("each", "pool"))
     steps: tuple[int, ...] = opt((), "keep only these steps, comma separated (default: all)")
@@ -235,7 +251,7 @@ class FitConfig:
         c.check(bool(_MEMORY_RE.match(self.memory_limit)),
                 f"memory_limit must look like 4GB, got {self.memory_limit!r}")
         c.positive("threads", self.threads, allow_none=True)
-        for name, choices in (("by", ("rel", "abs", "abs_log")), ("step", ("each", "pool")),
+        for name, choices in (("by", BY), ("step", ("each", "pool")),
                               ("errors", ("cov", "se", "n_rollouts", "n_tokens", "none")),
                               ("fit_x", ("mean", "centre")), ("cluster", CLUSTER_UNITS),
                               ("quantiles", ("auto", "exact", "approx", "none")), ("if_exists", ("fail", "overwrite")),
@@ -252,7 +268,9 @@ class FitConfig:
         return BinSpec(by=self.by, bins=self.bins, width=self.width, max_position=self.max_position,  # type: ignore[arg-type]
                        strata=self.strata or None, group_by=self.group_by, step=self.step,  # type: ignore[arg-type]
                        steps=self.steps or None, margins=self.margins, quantiles=self.quantiles,  # type: ignore[arg-type]
-                       cluster=self.cluster, min_clusters=self.min_clusters)  # type: ignore[arg-type]
+                       cluster=self.cluster, min_clusters=self.min_clusters,  # type: ignore[arg-type]
+                       zones=self.zones, low_prob=self.low_prob, onsets=self.onsets or None,
+                       onset_window=self.onset_window)
 
 
 def check_output(out: str | os.PathLike[str], if_exists: str = "fail") -> Path:
@@ -283,6 +301,7 @@ class CellFit:
     n_clusters: int = 0
     cluster: str = "prompt"
     selection_note: str | None = None
+    contrast: OnsetContrast | None = None  # --by onset: after minus before the onset (drift.stats.onset_axis)
 
     @property
     def selected(self) -> str | None:
@@ -296,7 +315,8 @@ class CellFit:
         return {"step": self.cell.step, "stratum": self.cell.stratum, "group": self.cell.group,
                 **sel, "selection_note": note, "direction": self.direction.to_dict(),
                 "n_bins": self.n_bins, "n_rollouts": self.n_rollouts, "n_clusters": self.n_clusters,
-                "cluster": self.cluster, "n_tokens": self.n_tokens}
+                "cluster": self.cluster, "n_tokens": self.n_tokens,
+                **({"onset_contrast": self.contrast.to_dict()} if self.contrast is not None else {})}
 
 
 @dataclass(frozen=True)
@@ -324,6 +344,13 @@ class FitRun:
                      **{k: head[k] for k in ("n_bins", "n_rollouts", "n_clusters", "cluster", "n_tokens")},
                      "min_clusters": self.config.min_clusters, "bin_interval": "expanded percentile",
                      "rho_interval": RHO_INTERVAL}
+            if "onset_contrast" in head:
+                entry["onset_contrast"] = head.pop("onset_contrast")
+            rb = self.rollout_bins
+            if rb.onset is not None:
+                entry["onset"] = rb.onset.to_dict()
+            if rb.classes:
+                entry["token_classes"] = [c.to_dict() for c in rb.classes]
             if len(cells) > 1:
                 entry["cells"] = [c.to_dict() for c in cells]
             out[metric] = entry
@@ -343,22 +370,32 @@ class FitRun:
         save_config(self.config, root / "config.json", source=rb.source, n_tokens=rb.n_tokens,
                     edges=[float(e) for e in rb.edges], strata=list(rb.strata_labels), cluster=rb.cluster,
                     bin_interval="expanded percentile", rho_interval=RHO_INTERVAL,
-                    quantile_method=rb.quantile_method, outputs=list(OUTPUT_FILES))
+                    quantile_method=rb.quantile_method, outputs=list(OUTPUT_FILES),
+                    token_classes=[c.to_dict() for c in rb.classes],
+                    onset=rb.onset.to_dict() if rb.onset is not None else None)
         return root
 
     def summary(self) -> str:
         """A short readable summary per metric: selected model, parameters with intervals, direction."""
         lines = []
         level = f"{round(self.config.ci * 100)}%"
+        rb = self.rollout_bins
+        lines += [f"token class {c.describe()}" for c in rb.classes]
+        if rb.onset is not None:
+            lines.append(rb.onset.describe())
         for metric in self.fits:
             f = self.headline(metric)
             lines.append(f"{metric}  [{self.config.by}, {f.n_bins} bins, {f.n_clusters:,} {f.cluster} clusters, "
                          f"{f.n_rollouts:,} rollouts, {f.n_tokens:,} tokens; {f.cell.label}]")
             lines.append(f"  direction: {f.direction.report()}")
+            if f.contrast is not None:
+                lines.append(f"  onset contrast: {f.contrast.report()}")
             name = f.selected
             note = f.selection_note or getattr(f.selection, "reason", None)
             if note and name is None:
                 lines.append(f"  not selected: {note}")
+            elif name is None and not f.selection.results:
+                lines.append("  no curve fits: " + (f.selection_note or "no models"))
             elif name is None:
                 lines.append("  no model converged: " + "; ".join(
                     f"{n}: {r.message}" for n, r in f.selection.results.items()))
@@ -398,6 +435,7 @@ def run_fit(cfg: FitConfig) -> FitRun:
     rb = aggregate_bins(cfg.dataset, cfg.metric, cfg.bin_spec(), memory_limit=cfg.memory_limit, threads=cfg.threads,
                         engine=cfg.engine, background_quantiles=True)
     errors: Errors = cfg.errors if cfg.n_boot > 0 else "n_rollouts"  # type: ignore[assignment]
+    onset = cfg.by == "onset"
     fits: dict[str, tuple[CellFit, ...]] = {}
     for metric in cfg.metric:
         cells = []
@@ -406,9 +444,16 @@ def run_fit(cfg: FitConfig) -> FitRun:
             arr = _cell_arrays(rb, metric, cell, cfg.fit_x)
             if len(arr["bins"]) == 0:
                 continue
-            selection = fit_bins(rb, metric, models=cfg.models, step=cell.step, stratum=cell.stratum,
-                                 group=cell.group, errors=errors, x=cfg.fit_x,  # type: ignore[arg-type]
-                                 n_boot=cfg.n_boot, seed=cfg.seed, ci=cfg.ci, min_clusters=cfg.min_clusters)
+            contrast = None
+            if onset:  # no curve families on an offset axis: the contrast before vs after the onset instead
+                selection = ModelSelection(FrozenDict({}), n_clusters=rb.n_clusters(metric, cell),
+                                           min_clusters=cfg.min_clusters)
+                contrast = onset_contrast(rb, metric, cell, n=max(cfg.n_boot, 200), seed=cfg.seed,
+                                          alpha=1 - cfg.ci, min_clusters=cfg.min_clusters)
+            else:
+                selection = fit_bins(rb, metric, models=cfg.models, step=cell.step, stratum=cell.stratum,
+                                     group=cell.group, errors=errors, x=cfg.fit_x,  # type: ignore[arg-type]
+                                     n_boot=cfg.n_boot, seed=cfg.seed, ci=cfg.ci, min_clusters=cfg.min_clusters)
             direction = direction_test(rb, metric, method=cfg.direction,
                                        n=max(cfg.n_boot, 200), seed=cfg.seed, alpha=1 - cfg.ci, step=cell.step,
                                        stratum=cell.stratum, group=cell.group, min_clusters=cfg.min_clusters,
@@ -419,9 +464,11 @@ def run_fit(cfg: FitConfig) -> FitRun:
             note = (f"{k} {rb.cluster} cluster(s) < --min-clusters {cfg.min_clusters}: no model is selected "
                     "(the fits are listed, but too few independent units to choose a shape)"
                     if k < cfg.min_clusters else None)
+            if onset:
+                note = NO_ONSET_FITS
             cells.append(CellFit(metric, cell, selection, direction, n_bins=len(arr["bins"]),
                                  n_rollouts=st.n_rollouts(i), n_tokens=int(st.counts[i].sum()), n_clusters=k,
-                                 cluster=rb.cluster, selection_note=note))
+                                 cluster=rb.cluster, selection_note=note, contrast=contrast))
         fits[metric] = tuple(cells)
     table = rb.table(n_boot=cfg.n_boot, ci=cfg.ci, seed=cfg.seed)
     return FitRun(cfg, table, fits, rb)

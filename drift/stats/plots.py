@@ -13,7 +13,8 @@ if TYPE_CHECKING:  # pandas is imported where a table is built: `import drift.st
 
 __all__ = ["plot_bins"]
 
-_XLABEL = {"rel": "relative position t/T", "abs": "position t (tokens)", "abs_log": "position t (tokens)"}
+_XLABEL = {"rel": "relative position t/T", "abs": "position t (tokens)", "abs_log": "position t (tokens)",
+           "onset": "offset t - onset (tokens)"}
 
 
 def _pick(df: pd.DataFrame, column: str, value: Any) -> pd.DataFrame:
@@ -74,6 +75,8 @@ def plot_bins(df: pd.DataFrame, metric: str, *, ax: Any = None, hue: Literal["st
     ax.set(xlabel=_XLABEL.get(by, "position"), ylabel=f"mean {metric}")
     if by == "abs_log":
         ax.set_xscale("symlog", linthresh=1.0)
+    if by == "onset":
+        ax.axvline(0.0, color="grey", lw=0.8, ls=":")  # the onset: left of it before, right of it after
     if hue:
         ax.legend(fontsize="small")
     return ax

@@ -14,6 +14,10 @@ What is not a sum is computed once, not merged:
 - the plan (distinct steps, the maximum position of absolute bins, cut points of ``quantiles:k`` strata): a first
   pass on the driver, the same :func:`~drift.stats.binsql.plan_bins` as in-process (it reads ``step``,
   ``position`` and ``response_len`` only, and nothing at all for the steps when the parquet statistics tell);
+- the quantile cut points of derived token classes (``--group-by teacher_entropy_zone``: :mod:`drift.stats.classes`)
+  and the check of a ``--by onset`` file: the same first pass on the driver; the cuts travel to every task as
+  literals in the SQL of the source's derived columns, and the onsets file as a join of its view, so every shard
+  assigns the same zones and offsets;
 - the per-bin token quantiles ``q10..q90``: one Ray task runs :func:`~drift.stats.binsql.quantile_sql` over every
   part, concurrently with the shards: exact and identical to in-process with ``quantiles="exact"`` (the default up
   to 20M rows), DuckDB's t-digest (approximate, in both engines) with ``"approx"``; ``quantiles="none"`` skips it.
@@ -75,14 +79,16 @@ def _import_ray() -> Any:
     return ray
 
 
-def aggregate_ray(src: TokenSource, metrics: tuple[str, ...], spec: Any, *,
-                  tasks: int | None = None) -> tuple[Plan, pa.Table, pa.Table | None]:
+def aggregate_ray(src: TokenSource, metrics: tuple[str, ...], spec: Any, *, tasks: int | None = None,
+                  plan: Plan | None = None) -> tuple[Plan, pa.Table, pa.Table | None]:
     """``(plan, merged rows, quantile rows)`` of ``src`` computed by Ray tasks (see the module docstring).
 
     Args:
         src: an opened dataset folder (:func:`~drift.stats.reader.open_tokens`); in-memory tables are refused.
         metrics: the metric columns; spec: the :class:`~drift.stats.bins.BinSpec`.
         tasks: how many tasks share the parts (default: one per part, at most :data:`TASKS_PER_CPU` per CPU).
+        plan: the first pass, when the caller made it (:func:`drift.stats.bins.aggregate_bins` does, with the
+            token classes' cut points already in ``src``'s derived columns); default: made here.
 
     Raises:
         ConfigError: Ray is not installed, or ``src`` is not a dataset folder.
@@ -101,11 +107,12 @@ def aggregate_ray(src: TokenSource, metrics: tuple[str, ...], spec: Any, *,
         else:
             ray.init(include_dashboard=False, logging_level=logging.WARNING)
     try:
-        con = src.connect()
-        try:
-            plan = plan_bins(src, con, metrics, spec)  # the first pass, on the driver
-        finally:
-            con.close()
+        if plan is None:
+            con = src.connect()
+            try:
+                plan = plan_bins(src, con, metrics, spec)  # the first pass, on the driver
+            finally:
+                con.close()
         threads = int(src.threads or 1)
         task_src = dataclasses.replace(src, threads=threads)
         n_cpu = int(ray.cluster_resources().get("CPU", 1))

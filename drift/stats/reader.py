@@ -11,6 +11,10 @@ every metric that is not numeric is listed in one :class:`~drift.errors.SchemaEr
 *Derived columns* (``open_tokens(..., derived={"name": "SQL expression"})``) are computed per token row by DuckDB in
 the ``tokens`` view itself (e.g. ``student_logprob - rollout_logprob``), so a quantity no column holds can be binned,
 resampled and fitted like any other metric without materializing it.
+
+*Joined rollout tables* (``open_tokens(..., joins=[(path, columns)])``) add per-rollout columns from a parquet file
+keyed by :data:`~drift.schema.ROLLOUT_KEY` (a ``LEFT JOIN`` in the view: a rollout without a row gets nulls), e.g.
+the ``onset_position`` of ``drift onset``'s ``onsets.parquet`` for ``drift fit --by onset``.
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ __all__ = ["ROLLOUT_KEY", "TokenSource", "is_dataframe", "numeric_columns", "ope
 log = logging.getLogger(__name__)
 
 # ROLLOUT_KEY (re-exported) and the cluster keys are defined once, in drift.schema.
-_BASE_VIEW = "_drift_base_tokens"  # the stored columns, under the ``tokens`` view that adds derived ones
+_BASE_VIEW = "_drift_base_tokens"  # the stored (and joined) columns, under the ``tokens`` view that adds derived ones
+_STORED_VIEW = "_drift_stored_tokens"  # the stored columns, under the view that adds joined ones
 _MEMORY_RE = re.compile(r"^\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*$", re.IGNORECASE)
 
 
@@ -78,6 +83,8 @@ class TokenSource:
         derived: ``(name, SQL expression)`` pairs: columns computed per row in the ``tokens`` view (they are in
             :attr:`schema` too).
         files: the token parquet parts of a dataset, in part order (empty for in-memory tables).
+        joins: ``(parquet path, columns)`` pairs: per-rollout tables left-joined on the rollout key (their columns
+            are in :attr:`schema` too).
     """
 
     name: str
@@ -89,6 +96,7 @@ class TokenSource:
     table: pa.Table | None = field(default=None, repr=False)
     derived: tuple[tuple[str, str], ...] = ()
     files: tuple[str, ...] = ()
+    joins: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     @property
     def columns(self) -> list[str]:
@@ -114,7 +122,8 @@ class TokenSource:
         if self.threads is not None:
             config["threads"] = int(self.threads)
         con = duckdb.connect(config=config)
-        base = _BASE_VIEW if self.derived else "tokens"
+        joined = _BASE_VIEW if self.derived else "tokens"
+        base = _STORED_VIEW if self.joins else joined
         if self.dataset is not None:
             files = self.files if parts is None else [self.files[int(i)] for i in parts]
             if not files:
@@ -123,9 +132,21 @@ class TokenSource:
             con.execute(f"CREATE VIEW {base} AS SELECT * FROM read_parquet([{listing}])")
         else:
             con.register(base, self.table)
+        if self.joins:
+            con.execute(f"CREATE VIEW {joined} AS {_joined_sql(base, self.joins)}")
         if self.derived:
             con.execute(f"CREATE VIEW tokens AS SELECT *, {_derived_sql(self.derived)} FROM {_BASE_VIEW}")
         return con
+
+
+def _joined_sql(base: str, joins: Sequence[tuple[str, Sequence[str]]]) -> str:
+    """``SELECT`` of the stored rows with the columns of each joined per-rollout table (left join on the key)."""
+    cols, tables = ["s.*"], []
+    for j, (path, columns) in enumerate(joins):
+        cols += [f"j{j}.{quote_ident(c)}" for c in columns]
+        on = " AND ".join(f"s.{quote_ident(k)} = j{j}.{quote_ident(k)}" for k in ROLLOUT_KEY)
+        tables.append(f"LEFT JOIN read_parquet('{path.replace(chr(39), chr(39) * 2)}') j{j} ON {on}")
+    return f"SELECT {', '.join(cols)} FROM {base} s {' '.join(tables)}"
 
 
 def _derived_sql(derived: Sequence[tuple[str, str]]) -> str:
@@ -186,7 +207,8 @@ def _schema_problems(schema: pa.Schema, required: Sequence[str], metrics: Sequen
 def open_tokens(source: str | os.PathLike[str] | DriftDataset | pd.DataFrame | pa.Table | TokenSource,
                 required_columns: Iterable[str] = ROLLOUT_KEY, *, metrics: Iterable[str] = (),
                 memory_limit: str = "4GB", threads: int | None = None,
-                derived: Mapping[str, str] | None = None) -> TokenSource:
+                derived: Mapping[str, str] | None = None,
+                joins: Sequence[tuple[str, Sequence[str]]] | None = None) -> TokenSource:
     """Open tokens lazily and check the schema, listing every problem at once.
 
     Args:
@@ -199,6 +221,9 @@ def open_tokens(source: str | os.PathLike[str] | DriftDataset | pd.DataFrame | p
         derived: ``{name: SQL expression over the token columns}``: columns computed per row by DuckDB (e.g.
             ``{"gap": "student_logprob - rollout_logprob"}``), usable as metrics; a re-opened
             :class:`TokenSource` keeps its own and adds these.
+        joins: ``[(parquet path, columns)]``: per-rollout tables whose ``columns`` are left-joined onto every token
+            row by the rollout key (the file must hold the key columns; check its rows yourself: a rollout without
+            one gets nulls, a duplicated key duplicates tokens). A re-opened source keeps its own and adds these.
 
     Raises:
         SchemaError: naming every missing or ill-typed column (and, for unknown metrics, the numeric columns).
@@ -212,9 +237,11 @@ def open_tokens(source: str | os.PathLike[str] | DriftDataset | pd.DataFrame | p
     dataset: DriftDataset | None = None
     table: pa.Table | None = None
     extra: dict[str, str] = {}
+    sides: list[tuple[str, tuple[str, ...]]] = []
     if isinstance(source, TokenSource):
         dataset, table, name = source.dataset, source.table, source.name
         extra.update(source.derived)
+        sides += source.joins
     elif isinstance(source, DriftDataset):
         dataset, name = source, str(source.root)
     elif isinstance(source, (str, os.PathLike)):
@@ -241,13 +268,20 @@ def open_tokens(source: str | os.PathLike[str] | DriftDataset | pd.DataFrame | p
         schema, n_rows = table.schema, table.num_rows
     extra.update(derived or {})
     files = tuple(dataset.files("tokens")) if dataset is not None else ()
+    sides += [(str(path), tuple(columns)) for path, columns in joins or ()]
+    for path, columns in sides:
+        import pyarrow.parquet as pq
+
+        side = pq.read_schema(path)
+        for c in columns:
+            schema = schema.append(side.field(c))
     if extra:
         schema = _derived_schema(TokenSource(name, schema, n_rows, str(memory_limit), threads, dataset, table,
-                                             tuple(extra.items()), files))
+                                             tuple(extra.items()), files, tuple(sides)))
     metrics = list(dict.fromkeys(metrics))
     problems = _schema_problems(schema, list(dict.fromkeys(required_columns)), metrics,
                                 str(dataset.root) if dataset is not None else "DATASET")
     if problems:
         raise SchemaError(f"tokens of {name}", problems)
     return TokenSource(name=name, schema=schema, n_rows=n_rows, memory_limit=str(memory_limit), threads=threads,
-                       dataset=dataset, table=table, derived=tuple(extra.items()), files=files)
+                       dataset=dataset, table=table, derived=tuple(extra.items()), files=files, joins=tuple(sides))

@@ -155,3 +155,36 @@ def test_permutation_direction_stops_with_a_typed_error(dataset, tmp_path, capsy
     err = capsys.readouterr().err
     assert "ConfigError" in err and "removed" in err and "--direction bootstrap" in err
     assert not (tmp_path / "o" / "fits.json").exists()
+
+
+def test_token_classes_and_the_onset_axis(dataset, tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "zones"
+    assert main(["fit", str(dataset), "--metric", "kl_reverse", "--group-by", "teacher_entropy_zone,finished",
+                 "--models", "linear", "--n-boot", "60", "--out", str(out)]) == 0
+    assert "token class teacher_entropy_zone: teacher_entropy quantile cuts" in capsys.readouterr().out
+    groups = set(pd.read_parquet(out / "bins.parquet")["group"])
+    assert {"teacher_entropy_zone=low,finished=True", "all"} <= groups
+    assert len(json.loads((out / "config.json").read_text())["token_classes"][0]["cuts"]) == 2
+    # --by onset: an onsets.parquet as `drift onset` writes it (every third rollout never leaves)
+    roll = pd.read_parquet(dataset / "rollouts")[["run_id", "step", "prompt_id", "sample_id", "response_len"]]
+    onset = [None if i % 3 == 0 else int(t) // 2 for i, t in enumerate(roll["response_len"])]
+    table = pa.Table.from_pandas(roll, preserve_index=False).append_column(
+        "onset_position", pa.array(onset, pa.int32())).append_column("onset_score", pa.array([0.0] * len(roll)))
+    pq.write_table(table, tmp_path / "onsets.parquet")
+    out = tmp_path / "onset"
+    assert main(["fit", str(dataset), "--metric", "kl_reverse", "--by", "onset", "--onsets",
+                 str(tmp_path / "onsets.parquet"), "--onset-window", "16", "--width", "4", "--n-boot", "60",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "40 excluded (null onset" in printed and "onset contrast:" in printed
+    fits = json.loads((out / "fits.json").read_text())["kl_reverse"]
+    assert fits["onset"]["n_excluded"] == 40 and fits["models"] == {} and "onset_contrast" in fits
+    assert len(pd.read_parquet(out / "bins.parquet")) == 8
+    assert main(["fit", str(dataset), "--metric", "k3", "--by", "onset", "--onsets", str(tmp_path / "none.parquet"),
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "drift onset" in capsys.readouterr().err
+    assert main(["fit", str(dataset), "--metric", "k3", "--by", "onset", "--out", str(tmp_path / "x")]) == 2
+    assert "--onsets" in capsys.readouterr().err

@@ -49,6 +49,15 @@ def check_self_contained(html: str) -> None:
         assert re.search(r'src="data:image/(png|svg\+xml);base64,[A-Za-z0-9+/=]{100,}"', img), img[:120]
 
 
+def _classes(dataset) -> list[str]:
+    """The token classes the dataset's columns allow (teacher_mass_zone needs teacher_mass_student_topk)."""
+    from drift.stats.classes import TOKEN_CLASSES
+    from drift.store import open_dataset
+
+    names = set(open_dataset(dataset).dataset("tokens").schema.names)
+    return [n for n, c in TOKEN_CLASSES.items() if c.column in names]
+
+
 def test_bare_dataset_report(toy, tmp_path):
     res = build_report(toy, ReportConfig(dataset=str(toy), out=str(tmp_path / "r.html"), svg=True, n_boot=60,
                                          strict=True))
@@ -57,8 +66,8 @@ def test_bare_dataset_report(toy, tmp_path):
     for sid in SECTION_IDS:
         assert f'<section id="{sid}"' in html, sid
     status = {s.id: s.present for s in res.sections}
-    assert status == {"metadata": True, "positions": True, "directions": True, "fits": True, "trajectories": True,
-                      "probe": False, "training": False, "schedule": True}
+    assert status == {"metadata": True, "positions": True, "directions": True, "fits": True, "classes": True,
+                      "trajectories": True, "probe": False, "training": False, "schedule": True}
     assert "drift probe" in html and "--train RUNDIR" in html  # absent sections say how to get them
     # the metadata, fits and schedule made it into the page
     assert "LlamaForCausalLM" in html and "model selection" in html and "Export: verl" in html
@@ -72,10 +81,17 @@ def test_bare_dataset_report(toy, tmp_path):
     pngs = sorted(p.stem for p in res.figures_dir.glob("*.png"))
     assert pngs == sorted(p.stem for p in res.figures_dir.glob("*.svg"))
     for name in ("position_kl_reverse", "position_oracle_teacher_correct", "directions", "fit_k3", "prefix_loglik",
-                 "cumulative_gap", "schedule"):
+                 "cumulative_gap", "schedule", "classes_kl_reverse"):
         assert name in pngs
     assert json.loads((res.figures_dir / "schedule.json").read_text())["kind"]
     assert html.count("<img") == len(pngs)
+    # token classes: the first metric per class value, with the zone cuts printed for audit
+    classes = next(s for s in res.sections if s.id == "classes")
+    table = next(b for b in classes.blocks if b.kind == "table").frame
+    assert list(dict.fromkeys(table["class"])) == _classes(toy)
+    assert list(table[table["class"] == "teacher_entropy_zone"]["value"]) == ["low", "mid", "high"]
+    assert set(table[table["class"] == "low_student_logprob"]["value"]) <= {"False", "True"}
+    assert "teacher_entropy quantile cuts" in html and "first bin kl_reverse" in html
 
 
 def test_probe_section_and_reused_outputs(toy_probe, tmp_path):
@@ -211,9 +227,13 @@ def test_fit_and_probe_outputs_are_reloaded_not_recomputed(toy_probe, tmp_path, 
                  "--strata", "quantiles:3"]) == 0
     calls = _spy(monkeypatch)
     res = build_report(data, ReportConfig(dataset=str(data), metrics=metrics, strict=True, **FAST))
-    # nothing fit/ or probe/ holds is computed again: the only binning is the absolute axis fit/ lacks
-    assert [k["spec"].by if "spec" in k else a[2].by for a, k in calls["aggregate_bins"]] == ["abs"]
-    assert not calls["bin_metric"] and not calls["fit_bins"] and not calls["direction_test"]
+    # nothing fit/ or probe/ holds is computed again: the only binnings are the absolute axis fit/ lacks and the
+    # token-class splits (fit/ holds none), whose direction tests are their own
+    specs = [k["spec"] if "spec" in k else a[2] for a, k in calls["aggregate_bins"]]
+    assert [s.by for s in specs if not s.group_by] == ["abs"]
+    assert [s.group_by for s in specs if s.group_by] == [(n,) for n in _classes(data)]
+    assert not calls["bin_metric"] and not calls["fit_bins"]
+    assert all(k.get("group", "all") != "all" for _, k in calls["direction_test"])
     assert not calls["analyze"]
     status = {(i["input"], i["status"]) for i in res.inputs}
     assert {("relative-position bins", "reloaded"), ("curve fits and direction tests", "reloaded"),
@@ -261,11 +281,12 @@ def test_a_fit_without_strata_gets_only_its_strata_computed(toy_probe, tmp_path,
     calls = _spy(monkeypatch)
     res = build_report(data, ReportConfig(dataset=str(data), metrics=("kl_reverse", "k3"), strict=True, **FAST))
     specs = [(k.get("spec") or a[2], list(a[1])) for a, k in calls["aggregate_bins"]]
+    specs = [(s, m) for s, m in specs if not s.group_by]  # the token-class section bins on its own
     # k3 (not in fit/): relative bins with their margins; kl_reverse: its length strata only; both: absolute
     assert [(s.by, s.margins, m) for s, m in specs] == [("rel", True, ["k3"]), ("rel", False, ["kl_reverse"]),
                                                         ("abs", True, ["kl_reverse", "k3"])]
     assert [a[1] for a, _ in calls["fit_bins"]] == ["k3"]
-    pooled = [k.get("stratum", "all") for _, k in calls["direction_test"]]
+    pooled = [k.get("stratum", "all") for _, k in calls["direction_test"] if k.get("group", "all") == "all"]
     assert pooled.count("all") == 1  # k3's pooled test; kl_reverse's comes from fits.json
     directions = next(s for s in res.sections if s.id == "directions")
     table = next(b for b in directions.blocks if b.kind == "table").frame

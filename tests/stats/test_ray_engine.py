@@ -16,7 +16,7 @@ import pytest
 
 from drift.errors import ConfigError, DatasetError
 from drift.stats import BinSpec, FitConfig, aggregate_bins, direction_test, fit_bins, run_fit
-from drift.stats.binsql import plan_bins, rollout_sql, shard_parts
+from drift.stats.binsql import fetch_arrow, plan_bins, rollout_sql, shard_parts
 from drift.stats.fold import fold_rollouts
 from drift.stats.reader import open_tokens
 from drift.synthetic import synthetic_tokens, write_synthetic_dataset
@@ -29,6 +29,8 @@ SPECS = {
     "absolute bins, rollout clusters": BinSpec(by="abs", bins=10, step="pool", cluster="rollout"),
     "log bins without margins": BinSpec(by="abs_log", bins=12, margins=False, group_by=("finished",)),
     "one step, cut-point strata": BinSpec(bins=5, steps=(1,), strata=(100, 200)),
+    "token classes x a column": BinSpec(bins=6, group_by=("teacher_entropy_zone", "finished"), step="pool"),
+    "token classes, per step": BinSpec(bins=4, group_by=("teacher_mass_zone", "low_student_logprob"), zones=4),
 }
 
 
@@ -37,9 +39,12 @@ def dataset(tmp_path_factory: pytest.TempPathFactory):
     """Eight parts over two steps; the 3 samples of a prompt are spread over parts (clusters span shards)."""
     frames = []
     for i in range(8):
-        frames.append(synthetic_tokens("exponential", {"a": 1.0, "tau": 0.2, "c": 0.3}, n_rollouts=30,
-                                       length_range=(5, 300), seed=100 + i, step=i // 4,
-                                       rollout_offset=(i % 4) * 30 + (i // 4) * 7, samples_per_prompt=3))
+        df = synthetic_tokens("exponential", {"a": 1.0, "tau": 0.2, "c": 0.3}, n_rollouts=30,
+                              length_range=(5, 300), seed=100 + i, step=i // 4,
+                              rollout_offset=(i % 4) * 30 + (i // 4) * 7, samples_per_prompt=3)
+        # the column full-vocabulary scoring adds (teacher mass on the student's top-k), for teacher_mass_zone
+        df["teacher_mass_student_topk"] = np.random.default_rng(i).beta(3, 2, size=len(df)).astype(np.float32)
+        frames.append(df)
     return write_synthetic_dataset(tmp_path_factory.mktemp("ray") / "ds", frames)
 
 
@@ -75,6 +80,27 @@ def test_ray_bins_equal_the_default_engine_exactly(local_ray, dataset, name):
     da, db = (direction_test(r, "kl_reverse", n=200, step=cell.step, stratum=cell.stratum, group=cell.group)
               for r in (ref, got))
     assert da.to_dict() == db.to_dict()
+    assert got.classes == ref.classes  # the zone cuts: one first pass on the driver, the same literals in every task
+
+
+def test_ray_onset_bins_with_a_class_equal_the_default_engine(local_ray, dataset, tmp_path):
+    import pyarrow.parquet as pq
+
+    con = dataset.duckdb()
+    rollouts = fetch_arrow(con, "SELECT DISTINCT run_id, step, prompt_id, sample_id, response_len FROM tokens")
+    con.close()
+    T = rollouts.column("response_len").to_numpy()
+    onset = np.random.default_rng(0).integers(0, T)
+    onset = pa.array([None if k % 5 == 0 else int(v) for k, v in enumerate(onset)], pa.int32())
+    path = tmp_path / "onsets.parquet"
+    pq.write_table(rollouts.append_column("onset_position", onset)
+                   .append_column("onset_score", pa.array(np.zeros(len(T)))), path)
+    spec = BinSpec(by="onset", onsets=str(path), onset_window=16, group_by=("teacher_entropy_zone",), step="pool")
+    ref = aggregate_bins(dataset.root, METRICS, spec)
+    got = aggregate_bins(dataset.root, METRICS, spec, engine="ray", ray_tasks=3)
+    _assert_same_stats(ref, got)
+    assert got.onset == ref.onset and got.onset.n_excluded == (len(T) + 4) // 5
+    pd.testing.assert_frame_equal(got.table(n_boot=100), ref.table(n_boot=100), check_exact=True)
 
 
 def test_drift_fit_with_engine_ray_writes_the_same_outputs(local_ray, dataset, tmp_path):

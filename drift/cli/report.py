@@ -24,11 +24,13 @@ and a recommended schedule are computed here. Sections are added when other stag
   DATASET/probe/      `drift probe`: continuation accuracy by prefix ratio, the gap, predictor AUROCs
   DATASET/schedule.json   `drift schedule recommend --out DATASET/schedule.json`: shown with its rationale
   several steps       a dataset with several `step` values, or --train RUNDIR: drift over training
+  DATASET/onset/onsets.parquet   `drift onset` (or --onsets PATH): the token view marks each rollout's onset
 
 Sections: run metadata; metrics by relative and absolute position with response-length strata; direction tests;
 fitted curves with the model-selection table; prefix log-likelihood and cumulative-gap trajectories of sample
-rollouts; continuation probe; drift over training; recommended schedule (shape, rationale, verl/TRL/tinker
-exports). A section whose inputs are missing says which command produces them.
+rollouts; a token view (a few rollouts drawn token by token, coloured by A_t, kl_reverse or k3, the onset marked,
+the teacher's preferred token on hover); continuation probe; drift over training; recommended schedule (shape,
+rationale, verl/TRL/tinker exports). A section whose inputs are missing says which command produces them.
 
 Outputs: FILE.html, FILE.md and FILE_files/ (PNG and SVG of every figure, and the schedule.json shown).
 """
@@ -41,6 +43,7 @@ examples:
   drift report runs/train-iw                             # a `drift train` run: its last drift/step-* dataset,
                                                          # with drift over all collected steps
   drift report runs/x --train runs/train-iw --schedule iw.json
+  drift report runs/x --onsets runs/x/onset/onsets.parquet --token-rollouts 6
 
 Typical pipeline on the oracle world (python -m scripts.demo runs all of it):
   drift collect --preset toy --out runs/toy
@@ -52,8 +55,9 @@ Typical pipeline on the oracle world (python -m scripts.demo runs all of it):
 
 _GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("output", ("out", "title", "svg", "dpi")),
-    ("inputs (found next to DATASET when not given)", ("probe", "fit", "train", "schedule")),
-    ("statistics", ("metrics", "bins", "strata", "n_boot", "seed", "sample_rollouts", "gamma", "clip_band")),
+    ("inputs (found next to DATASET when not given)", ("probe", "fit", "train", "schedule", "onsets")),
+    ("statistics", ("metrics", "bins", "strata", "n_boot", "seed", "sample_rollouts", "token_rollouts", "gamma",
+                    "clip_band")),
     ("behaviour", ("strict",)),
 )
 

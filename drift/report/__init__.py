@@ -4,7 +4,8 @@ A report answers, in order: what was measured (models, prompts, sampling, sizes)
 change with position in the response, by relative and absolute position, split by response length (length
 confounds position: late positions exist only in long rollouts); whether each metric rises, falls or stays flat
 (a Spearman test with a rollout-bootstrap interval, never assumed); which curve family describes it (five families
-compared by AIC); how the prefix log-likelihoods and the cumulative gap evolve along sample rollouts; how well the
+compared by AIC); how the prefix log-likelihoods and the cumulative gap evolve along sample rollouts; where single
+rollouts leave the teacher, token by token (the token view, with ``drift onset``'s onsets marked); how well the
 teacher continues from student prefixes (when a ``drift probe`` exists); how drift changes over training (when
 several ``step`` values or a ``drift train`` run exist); and which token-weight schedule the evidence supports, with
 its rationale and its export to verl, TRL and tinker. A dataset imported from a training framework's logs
@@ -26,8 +27,8 @@ one place, :class:`~drift.report.render.FigureStore`, and embedded in the page r
 ``drift/report/templates``.
 
 Modules: :mod:`~drift.report.build` (config, inputs, orchestration), :mod:`~drift.report.sections` (sections from
-the token rows), :mod:`~drift.report.stages` (probe, training, schedule), :mod:`~drift.report.plots` (the plot
-functions), :mod:`~drift.report.render` (blocks, figure files, templates).
+the token rows), :mod:`~drift.report.stages` (probe, training, schedule), :mod:`~drift.report.tokens` (the token view),
+:mod:`~drift.report.plots` (the plot functions), :mod:`~drift.report.render` (blocks, figure files, templates).
 """
 
 from __future__ import annotations

@@ -52,6 +52,7 @@ from drift.report.sections import (
     trajectories_section,
 )
 from drift.report.stages import probe_section, schedule_section, train_steps, training_section
+from drift.report.tokens import token_view_section
 from drift.store import open_dataset
 
 __all__ = ["DEFAULT_METRICS", "IMPORT_SECTION_IDS", "SECTION_IDS", "ReportConfig", "ReportResult", "build_report",
@@ -61,7 +62,7 @@ log = logging.getLogger(__name__)
 
 _TITLES = {"metadata": "Run metadata", "positions": "Metrics by position", "directions": "Direction tests",
            "fits": "Fitted curves and model selection", "classes": "Token classes",
-           "trajectories": "Trajectories of sample rollouts",
+           "trajectories": "Trajectories of sample rollouts", "tokens": "Token view",
            "probe": "Continuation probe", "training": "Drift over training", "schedule": "Recommended schedule"}
 SECTION_IDS: tuple[str, ...] = tuple(_TITLES)
 """Every report has these sections, in this order (one without its inputs says how to get them)."""
@@ -183,6 +184,7 @@ def build_report(dataset: str | os.PathLike[str], config: ReportConfig | None = 
         sections.append(_run("trajectories", lambda: trajectories_section(ctx), cfg.strict))
         if support.imported or "rollout_logprob" in support.columns:
             sections.append(_run("sampler", lambda: sampler_section(ctx), cfg.strict))
+        sections.append(_run("tokens", lambda: token_view_section(ctx), cfg.strict))
         probe = _run("probe", lambda: probe_section(ctx), cfg.strict)
         probe_sec, analysis = probe if isinstance(probe, tuple) else (probe, None)
         sections.append(probe_sec)

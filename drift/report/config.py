@@ -33,6 +33,10 @@ class ReportConfig:
     n_boot: int = opt(1000, "rollout-bootstrap resamples for intervals, fits and direction tests")
     seed: int = opt(0, "bootstrap seed (same seed, same report)")
     sample_rollouts: int = opt(4, "rollouts drawn in the trajectory figures")
+    token_rollouts: int = opt(4, "rollouts drawn token by token in the token view (spread from the highest to the "
+                                 "lowest total reverse KL; half with and half without an onset when --onsets is given)")
+    onsets: str | None = opt(None, "an onsets.parquet written by `drift onset` (default: DATASET/onset/onsets.parquet "
+                                   "when it exists): the token view marks each rollout's onset")
     gamma: float = opt(0.5, "bonus strength of a schedule recommended here (weights in [1, 1 + gamma])")
     clip_band: float = opt(0.2, "sampler-vs-trainer section: a token is outside the clip band when "
                                 "|exp(student_logprob - rollout_logprob) - 1| > this")
@@ -51,10 +55,11 @@ class ReportConfig:
         c.in_range("bins", self.bins, 2, 200)
         c.check(self.n_boot >= 0, f"n_boot must be >= 0, got {self.n_boot}")
         c.in_range("sample_rollouts", self.sample_rollouts, 1, 16)
+        c.in_range("token_rollouts", self.token_rollouts, 1, 16)
         c.positive("gamma", self.gamma)
         c.positive("clip_band", self.clip_band)
         c.in_range("dpi", self.dpi, 50, 300)
-        for name in ("probe", "fit", "train", "schedule"):
+        for name in ("probe", "fit", "train", "schedule", "onsets"):
             path = getattr(self, name)
             c.check(path is None or Path(path).exists(), f"--{name} {path} does not exist")
         c.raise_if_any()

@@ -16,11 +16,12 @@ support_hint`, the import's ``missing_analyses``); nothing is dropped silently.
   and of what it cannot show.
 - :func:`sampler_section`: where the source kept the inference engine's log-prob of each sampled token
   (``rollout_logprob``) next to the trainer's (``student_logprob``), their gap
-  ``Δ_t = student_logprob − rollout_logprob = log(π_trainer(y_t) / π_sampler(y_t))`` by relative position: its mean,
-  its mean absolute value, and the share of tokens whose importance ratio ``exp(Δ_t)`` lies outside the clip band
-  ``|exp(Δ_t) − 1| > ε`` (``--clip-band``, default 0.2), each with a prompt-cluster bootstrap interval. Tokens with
-  ``loss_mask`` false (not trained on, e.g. tool output) and tokens without a sampler log-prob are left out.
-  The quantities are computed per token by DuckDB (``open_tokens(..., derived=...)``), never materialized.
+  ``Δ_t = student_logprob − rollout_logprob = log(π_trainer(y_t) / π_sampler(y_t))`` by relative position (a
+  figure of three panels and a table): its mean, its mean absolute value, and the share of tokens whose importance
+  ratio ``exp(Δ_t)`` lies outside the clip band ``|exp(Δ_t) − 1| > ε`` (``--clip-band``, default 0.2), each with a
+  prompt-cluster bootstrap interval. Tokens with ``loss_mask`` false (not trained on, e.g. tool output) and tokens
+  without a sampler log-prob are left out. The quantities are computed per token by DuckDB
+  (``open_tokens(..., derived=...)``), never materialized.
 """
 
 from __future__ import annotations
@@ -266,18 +267,23 @@ def sampler_section(ctx: Any) -> Section:
                                                                                         seed=cfg.seed)
     ctx.note_input("sampler-vs-trainer bins", metrics, "computed", f"tokens: student_logprob − rollout_logprob "
                    f"per token ({n_boot} prompt-cluster resamples)")
-    fig, axes = new_figure(2, 1)
+    # signed gap (a bias of one engine), its size |Δ_t| (mismatch of either sign: a signed mean can cancel), and
+    # the share an importance-ratio clip would touch; all three by relative position with cluster-bootstrap bands
+    fig, axes = new_figure(3, 1, width=4.6)
     plots.plot_metric_by_position(table, "trainer_minus_sampler", ax=axes[0, 0], strata=False)
     axes[0, 0].axhline(0.0, color="0.5", lw=0.8, ls=":")
     axes[0, 0].set(ylabel="mean Δ_t = trainer − sampler log-prob (nats)")
-    axes[0, 0].set_title("trainer − sampler log-prob by relative position", fontsize="medium")
-    plots.plot_metric_by_position(table, "outside_clip", ax=axes[0, 1], strata=False)
-    axes[0, 1].set(ylabel=f"share with |exp(Δ_t) − 1| > {eps:g}")
-    axes[0, 1].set_title(f"share of tokens outside the ±{eps:g} clip band", fontsize="medium")
+    axes[0, 0].set_title("trainer − sampler log-prob", fontsize="medium")
+    plots.plot_metric_by_position(table, "abs_trainer_minus_sampler", ax=axes[0, 1], strata=False)
+    axes[0, 1].set(ylabel="mean |Δ_t| (nats)")
+    axes[0, 1].set_title("its size |Δ_t|", fontsize="medium")
+    plots.plot_metric_by_position(table, "outside_clip", ax=axes[0, 2], strata=False)
+    axes[0, 2].set(ylabel=f"share with |exp(Δ_t) − 1| > {eps:g}")
+    axes[0, 2].set_title(f"share outside the ±{eps:g} clip band", fontsize="medium")
     k = rb.n_clusters("trainer_minus_sampler")
-    sec.blocks.append(ctx.figures.add(fig, "sampler_mismatch", "Sampler vs trainer log-prob by position",
+    sec.blocks.append(ctx.figures.add(fig, "sampler_mismatch", "Sampler vs trainer log-prob by relative position",
                                       f"{n_used:,} tokens with both log-probs, {k} prompt clusters; 95% "
-                                      "prompt-bootstrap bands"))
+                                      "prompt-bootstrap bands; the sampler − trainer gap is −Δ_t (same |Δ_t|)"))
     pooled = {m: pooled_rows(table, m).set_index("bin") for m in metrics}
     rows = [{"relative position": f"{r['bin_left']:.2f}–{r['bin_right']:.2f}", "mean Δ [95%]": _ci(r, "+.3g"),
              "mean |Δ| [95%]": _ci(pooled["abs_trainer_minus_sampler"].loc[b], ".3g"),

@@ -1,8 +1,9 @@
 """The report's building blocks and their rendering: figures saved once and embedded, tables, Jinja2 templates.
 
 A report is a list of :class:`Section` objects, each an ordered list of blocks (:class:`FigureBlock`,
-:class:`TableBlock`, :class:`TextBlock`, :class:`CodeBlock`). Sections only hold finished content; the two templates
-in ``drift/report/templates/`` (``report.html.j2``, ``report.md.j2``) decide how it looks. Figures are written once by
+:class:`TableBlock`, :class:`TextBlock`, :class:`CodeBlock`, :class:`TokenViewBlock`). Sections only hold finished
+content; the templates in ``drift/report/templates/`` (``report.html.j2``, ``report.md.j2``, and the pieces they
+include) decide how it looks. Figures are written once by
 :class:`FigureStore` as PNG (and SVG) files beside the report and embedded in the HTML as base64 ``data:`` URIs, so
 the HTML file opens anywhere without a server, a network or its side folder.
 """
@@ -19,7 +20,7 @@ from typing import Any
 import pandas as pd
 
 __all__ = ["Block", "CodeBlock", "FigureBlock", "FigureStore", "Section", "TableBlock", "TextBlock",
-           "md_table", "new_figure", "render"]
+           "TokenViewBlock", "md_table", "new_figure", "render"]
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,25 @@ class CodeBlock:
     kind: str = "code"
 
 
-Block = FigureBlock | TableBlock | TextBlock | CodeBlock
+@dataclass(frozen=True)
+class TokenViewBlock:
+    """Rollouts drawn token by token (:mod:`drift.report.tokens` builds it; ``templates/tokens.html.j2`` draws it).
+
+    Attributes:
+        name: HTML id stem; title, caption: as for a figure.
+        scales: the colourings a reader can switch between (:class:`drift.report.tokens.ColorScale`).
+        rollouts: the rollouts shown (:class:`drift.report.tokens.RolloutView`), each a tuple of tokens.
+    """
+
+    name: str
+    title: str
+    caption: str
+    scales: tuple[Any, ...] = field(repr=False)
+    rollouts: tuple[Any, ...] = field(repr=False)
+    kind: str = "tokens"
+
+
+Block = FigureBlock | TableBlock | TextBlock | CodeBlock | TokenViewBlock
 
 
 @dataclass

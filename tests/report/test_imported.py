@@ -63,6 +63,7 @@ def expected_gap(recs, bins: int) -> dict[str, np.ndarray]:
     n = np.bincount(b, minlength=bins)
     have = n > 0  # the report lists the bins that hold tokens
     return {"bins": np.flatnonzero(have), "n": n[have], "mean": (np.bincount(b, d, minlength=bins)[have] / n[have]),
+            "abs": np.bincount(b, np.abs(d), minlength=bins)[have] / n[have],
             "outside": np.bincount(b, (np.abs(np.exp(d) - 1) > EPS).astype(float), minlength=bins)[have] / n[have]}
 
 
@@ -139,8 +140,11 @@ def test_sampled_import_through_fit_recommend_and_report(sampled, capsys):
     np.testing.assert_array_equal([int(r[4]) for r in rows], want["n"])
     assert [int(r[5]) for r in rows] == [12] * 10  # prompt clusters
     np.testing.assert_allclose([first_number(r[1]) for r in rows], want["mean"], rtol=5e-3, atol=1e-6)
+    np.testing.assert_allclose([first_number(r[2]) for r in rows], want["abs"], rtol=5e-3, atol=1e-6)
     np.testing.assert_allclose([first_number(r[3]) for r in rows], want["outside"], atol=5e-5)
     assert want["outside"][0] == 0 and want["outside"][-1] > 0.5  # the fixture does cross the band late
+    # |Δ| has its own interval in every bin (prompt-cluster bootstrap), and grows with the planted lag
+    assert all(re.fullmatch(r"\S+ \[\S+, \S+\]", r[2]) for r in rows) and want["abs"][-1] > 3 * want["abs"][0]
     summary = dict(md_table(md, "Over all tokens"))
     n = int(want["n"].sum())
     assert summary["tokens compared"] == f"{n:,} of {n:,}"

@@ -67,7 +67,7 @@ def test_bare_dataset_report(toy, tmp_path):
         assert f'<section id="{sid}"' in html, sid
     status = {s.id: s.present for s in res.sections}
     assert status == {"metadata": True, "positions": True, "directions": True, "fits": True, "classes": True,
-                      "trajectories": True, "probe": False, "training": False, "schedule": True}
+                      "trajectories": True, "tokens": True, "probe": False, "training": False, "schedule": True}
     assert "drift probe" in html and "--train RUNDIR" in html  # absent sections say how to get them
     # the metadata, fits and schedule made it into the page
     assert "LlamaForCausalLM" in html and "model selection" in html and "Export: verl" in html

@@ -12,7 +12,7 @@ from typing import Any
 
 from drift.errors import ConfigError
 
-__all__ = ["PATH_FIELDS", "PRESETS", "apply_preset", "preset_values"]
+__all__ = ["PATH_FIELDS", "PRESETS", "apply_preset", "check_world_values", "preset_values", "world_values"]
 
 #: Fields that name files: a preset fills them when they are empty.
 PATH_FIELDS = ("student", "teacher", "prompts", "heldout_prompts", "world")
@@ -24,8 +24,11 @@ def _oracle_dir() -> Path:
     return DATA_DIR / "oracle"
 
 
-def _toy() -> dict[str, Any]:
-    root = _oracle_dir()
+def world_values(root: str | Path) -> dict[str, Any]:
+    """The settings of an oracle-world folder laid out like ``data/oracle`` (``student/``, ``teacher/``,
+    ``prompts/heldout.jsonl`` beside ``prompts/train.jsonl``, ``world.json``) with the toy sizes; paths are not
+    checked here (:func:`check_world_values` does)."""
+    root = Path(root)
     return {
         "student": str(root / "student"),
         "teacher": str(root / "teacher"),
@@ -38,6 +41,19 @@ def _toy() -> dict[str, Any]:
     }
 
 
+def check_world_values(values: dict[str, Any], where: str) -> None:
+    """Raise one :class:`ConfigError` naming every missing model, prompt or world file of ``values``."""
+    missing = [f"{k}: {v}" for k, v in values.items() if k in ("student", "teacher", "prompts", "world")
+               and not Path(v).exists()]
+    if missing:
+        raise ConfigError(where, [f"missing file {m}; regenerate with `make world` or set DRIFT_DATA"
+                                  for m in missing])
+
+
+def _toy() -> dict[str, Any]:
+    return world_values(_oracle_dir())
+
+
 PRESETS = {"toy": _toy}
 
 
@@ -46,11 +62,7 @@ def preset_values(name: str) -> dict[str, Any]:
     if name not in PRESETS:
         raise ConfigError("preset", [f"unknown preset {name!r}; choose one of {sorted(PRESETS)}"])
     values = PRESETS[name]()
-    missing = [f"{k}: {v}" for k, v in values.items() if k in ("student", "teacher", "prompts", "world")
-               and not Path(v).exists()]
-    if missing:
-        raise ConfigError(f"preset {name}", [f"missing file {m}; regenerate with `make world` or set DRIFT_DATA"
-                                             for m in missing])
+    check_world_values(values, f"preset {name}")
     return values
 
 

@@ -25,6 +25,7 @@ Kinds (formulas and defaults from PAPER.md §5); L = the row's valid length, t =
 ``pwopsd``         w = 0.25 + 0.75·sigmoid(((t + 0.5)/L - 0.3)/0.1)
 ``fitted``         a :mod:`drift.curves` family over relative or absolute position, normalized per row
 ``vector``         explicit weights per relative or absolute position bin
+``shuffled``       a base schedule's row weights permuted over valid positions (negative control)
 =================  =====================================================================================
 
 Conventions: position t counts the *valid* tokens (mask = 1) before a token, so any padding side works;
@@ -49,7 +50,7 @@ from drift.schedules.export import (
     from_verl,
 )
 from drift.schedules.iw import IdealRatio, IwOpd, TeacherConf
-from drift.schedules.kinds import KINDS, Fitted, Linear, Pwopsd, Uniform, Vector, from_dict, load
+from drift.schedules.kinds import KINDS, Fitted, Linear, Pwopsd, Shuffled, Uniform, Vector, from_dict, load
 from drift.schedules.masks import (
     PrefixMask,
     PrefixWeight,
@@ -73,6 +74,7 @@ __all__ = [
     "PrefixWeight",
     "Pwopsd",
     "Schedule",
+    "Shuffled",
     "SuffixMask",
     "TeacherConf",
     "Uniform",

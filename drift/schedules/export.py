@@ -15,7 +15,8 @@ Targets:
 - ``tinker``: tinker-cookbook on-policy distillation (``kl_penalty_coef``, ``kl_discount_factor``). It
   has no per-token weights, so only uniform maps.
 - ``json``: the drift spec itself, for a custom loss that calls ``load(spec).weights(...)``. Everything
-  maps.
+  maps (also ``shuffled``, the negative control, which no training stack expresses: the other targets refuse it
+  with that sentence).
 
 ``export`` returns an :class:`ExportResult`; a schedule a target cannot express raises
 :class:`~drift.errors.ScheduleError` with a plain sentence. A close-but-not-equal mapping
@@ -77,6 +78,9 @@ _WHY = {
     ("verl", "linear"): "its only decaying weight is IW-OPD, which depends on the advantages",
     ("trl", "prefix_mask"): "it has no masks",
     ("trl", "suffix_mask"): "it has no masks",
+    **{(t, "shuffled"): "shuffled is a negative control (each rollout's weights permuted at random over its "
+                        "positions, from a seed, the step and the row); no training stack has such a knob"
+       for t in ("verl", "trl", "tinker")},
 }
 
 

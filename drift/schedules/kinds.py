@@ -1,4 +1,4 @@
-"""Position-only schedules (uniform, linear, pwopsd, fitted, vector), the registry of kinds, ``load``.
+"""Position-only schedules (uniform, linear, pwopsd, fitted, vector), the shuffled control, the registry, ``load``.
 
 Per row, L is the valid length and t = 0..L-1 the position among valid tokens.
 
@@ -19,6 +19,12 @@ Per row, L is the valid length and t = 0..L-1 the position among valid tokens.
   equal bins on [0, 1]; ``x="abs"`` bins the 0-based position t and needs ``edges``. Bin i holds
   edges[i] <= x < edges[i+1]; positions below the first edge take the first value, at or beyond the
   last edge the last value.
+- ``shuffled``: a negative control. The ``base`` schedule's weights of each row, permuted uniformly at
+  random over that row's valid positions: every rollout keeps its multiset of weights (so the same total
+  weight and the same share of zeros) but loses any link between weight and position. The permutation of
+  row b at training step s is a function of ``(seed, s, b)`` only (``numpy.random.default_rng([seed, s,
+  b])``; s = 0 when no step is given), so a run is reproducible and a row's permutation does not depend on
+  the other rows.
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ from drift.schedules.base import SPEC_VERSION, Rows, Schedule, SpecMixin, check_
 from drift.schedules.iw import IdealRatio, IwOpd, TeacherConf
 from drift.schedules.masks import PrefixMask, PrefixWeight, SuffixMask
 
-__all__ = ["KINDS", "Fitted", "Linear", "Pwopsd", "Uniform", "Vector", "from_dict", "load"]
+__all__ = ["KINDS", "Fitted", "Linear", "Pwopsd", "Shuffled", "Uniform", "Vector", "from_dict", "load"]
 
 POSITIONS = ("rel", "abs")
 NORMALIZATIONS = ("mean", "max", "first", "none")
@@ -287,10 +293,80 @@ class Vector(SpecMixin):
         return f"vector: w_t = values[bin({xs})], {len(self.values)} {how}; values = [{shown}]"
 
 
+@dataclass(frozen=True)
+class Shuffled(SpecMixin):
+    """Negative control: the ``base`` schedule's weights, permuted per row over its valid positions.
+
+    Example:
+        >>> s = load({"kind": "shuffled", "base": {"kind": "linear", "gamma": 1.0}, "seed": 0})
+        >>> w = s.weights([[1.0, 1.0, 1.0, 1.0]], step=1)
+        >>> sorted(w[0].tolist()) == sorted(load({"kind": "linear", "gamma": 1.0}).weights([[1.0] * 4])[0].tolist())
+        True
+    """
+
+    kind: ClassVar[str] = "shuffled"
+    summary: ClassVar[str] = ("w = the base schedule's row weights, permuted at random over the row's valid "
+                              "positions (same multiset, no position information); permutation from (seed, "
+                              "step, row)")
+
+    base: dict[str, Any] = dataclasses.field(
+        metadata=_help('the schedule whose weights are permuted, as a JSON spec, e.g. {"kind": "prefix_mask", '
+                       '"frac": 0.3}'))
+    seed: int = opt(0, "seed of the permutations (each row's comes from seed, step and row index)")
+
+    def __post_init__(self) -> None:
+        c = Checks(self.kind)
+        check_number(c, "seed", self.seed, 0.0, integer=True)
+        base: Schedule | None = None
+        if not isinstance(self.base, Mapping):
+            c.problems.append(f"base must be a schedule spec (a JSON object with a kind), got {self.base!r}")
+        elif self.base.get("kind") == self.kind:
+            c.problems.append("base must not be another shuffled schedule: shuffling twice is one shuffle; "
+                              "pass the unshuffled spec")
+        else:
+            try:
+                base = from_dict(self.base)
+            except ScheduleError as exc:
+                c.problems.append("base: " + " ".join(str(exc).split()))
+        raise_problems(self.kind, c)
+        assert base is not None  # raise_problems raised otherwise
+        object.__setattr__(self, "base", base.to_dict())  # canonical: every parameter explicit
+        object.__setattr__(self, "seed", int(self.seed))
+        object.__setattr__(self, "_base", base)
+        # the base's needs decide what weights() must check and be given
+        object.__setattr__(self, "uses_advantage", bool(getattr(base, "uses_advantage", False)))
+        object.__setattr__(self, "uses_teacher", bool(getattr(base, "uses_teacher", False)))
+
+    @property
+    def base_schedule(self) -> Schedule:
+        """The schedule whose weights are permuted."""
+        return self._base  # type: ignore[attr-defined,no-any-return]
+
+    @property
+    def needs_step(self) -> bool:
+        return bool(self._base.needs_step)  # type: ignore[attr-defined]
+
+    def _compute(self, rows: Rows) -> torch.Tensor:
+        import torch
+
+        w = self._base._compute(rows)  # type: ignore[attr-defined]
+        step = int(rows.step) if rows.step is not None else 0
+        lengths = rows.length.squeeze(1).to(torch.int64).tolist()
+        out = w.clone()
+        for b, n in enumerate(lengths):
+            if n > 1:  # compact layout: the row's valid tokens are its first n positions
+                perm = np.random.default_rng([self.seed, step, b]).permutation(n)
+                out[b, :n] = w[b, torch.as_tensor(perm, device=w.device)]
+        return out
+
+    def describe(self) -> str:
+        return f"shuffled: w_t = [{self._base.describe()}] permuted per row over valid positions (seed {self.seed})"  # type: ignore[attr-defined]
+
+
 KINDS: dict[str, type[SpecMixin]] = {
     cls.kind: cls
     for cls in (Uniform, PrefixMask, SuffixMask, PrefixWeight, Linear, IwOpd, TeacherConf, IdealRatio,
-                Pwopsd, Fitted, Vector)
+                Pwopsd, Fitted, Vector, Shuffled)
 }
 """Every schedule kind, by the name used in specs (``{"kind": ...}``)."""
 

@@ -15,7 +15,9 @@ the token-mean ``-sum w·A·log pi_S(y_t)`` (or the full-vocabulary reverse KL).
 - :mod:`drift.train.loop`: :func:`train`, :func:`train_from_config`, :func:`run_training` (ablation grids);
 - :mod:`drift.train.evaluate`: held-out evaluation (accuracy, full-vocab KL) and prompt plumbing;
 - :mod:`drift.train.outputs`: the run folder, metrics log, checkpoints and drift datasets at chosen steps.
-- :mod:`drift.train.ablation`: the paper's schedule ablation (grid, statistics, claims); its report is
+- :mod:`drift.train.ablation`: the paper's schedule ablation with its negative controls, on any oracle-world folder
+  (grid, claims); :mod:`drift.train.verdicts` its paired statistics and verdict rules; :mod:`drift.train.pilot` the
+  pilot that measures seconds per run-step and the plateau the ablation's steps come from. Its report is
   :mod:`drift.report.ablation` and ``scripts/reproduce_ablation.py`` runs both.
 """
 

@@ -22,9 +22,11 @@ from typing import Any
 from drift.collect.config import CHAT_MODES, ScoringOptions
 from drift.config import Checks, opt
 
-__all__ = ["IF_EXISTS", "LOSSES", "LR_SCHEDULES", "TrainConfig", "resolve_preset", "train_preset_values"]
+__all__ = ["ADVANTAGES", "IF_EXISTS", "LOSSES", "LR_SCHEDULES", "TrainConfig", "resolve_preset",
+           "train_preset_values"]
 
 LOSSES = ("sampled", "full_kl")
+ADVANTAGES = ("token", "batch_mean")
 LR_SCHEDULES = ("constant", "cosine")
 IF_EXISTS = ("fail", "overwrite")
 VERIFIERS = ("auto", "none", "answer", "numeric", "exact", "world")
@@ -47,6 +49,10 @@ class TrainConfig:
     schedule: str = opt("", "token-weight schedule: a JSON file or JSON text (drift schedule make); '' = uniform")
     loss: str = opt("sampled", "sampled: -sum w*sg(A)*log pi_S(y_t) / #tokens (IW-OPD, tinker); full_kl: "
                                "sum w*KL(pi_S||pi_T)_t / #tokens over the full vocabulary", choices=LOSSES)
+    advantage: str = opt("token", "the sampled loss's advantage: token = A_t = log pi_T(y_t) - log pi_S(y_t) per "
+                                  "token (OPD); batch_mean = every token gets the batch mean of A_t over valid "
+                                  "tokens (the fixed-negative-advantage control; the schedule still sees the real "
+                                  "A_t)", choices=ADVANTAGES)
     steps: int = opt(200, "optimizer updates")
     prompts_per_step: int = opt(8, "training prompts per step (cycled in seeded epochs)")
     samples_per_prompt: int = opt(4, "student rollouts per prompt per step")
@@ -93,6 +99,10 @@ class TrainConfig:
                 c.check(bool(getattr(self, name)), f"{name} is required: pass --{name.replace('_', '-')} PATH "
                                                    "(or --preset toy)")
         c.choice("loss", self.loss, LOSSES)
+        c.choice("advantage", self.advantage, ADVANTAGES)
+        c.check(self.advantage == "token" or self.loss == "sampled",
+                f"advantage={self.advantage!r} applies to the sampled loss only (the full-KL loss has no advantage); "
+                "pass --loss sampled or --advantage token")
         c.choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         c.choice("if_exists", self.if_exists, IF_EXISTS)
         c.choice("chat_template", self.chat_template, CHAT_MODES)

@@ -13,6 +13,12 @@ gives per-token weights w_t, also constant. With m_t the response mask and N = s
   per-token reverse KL with the return-to-go coupling dropped. The loss *value* is not a KL (it is
   dominated by A·log pi); read the ``kl/*`` statistics instead.
 
+  With ``advantage="batch_mean"`` (the *fixed negative advantage* control) every valid token gets the
+  batch's mean advantage Ā = (1/N) sum_{b,t} m_t A_t instead of its own A_t (Ā <= 0 in expectation:
+  E[A] = -KL(pi_S || pi_T) on student samples):
+
+      L = -(1/N) sum_{b,t} m_t · w_t · sg(Ā) · log pi_S(y_t).
+
 - **full_kl**: the full-vocabulary reverse KL at every response position,
 
       L = (1/N) sum_{b,t} m_t · w_t · KL(pi_S(.|x, y_<t) || pi_T(.|x, y_<t)),
@@ -34,6 +40,7 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from drift.collect import metrics as m
+from drift.train.config import ADVANTAGES
 
 __all__ = ["opd_full_kl_loss", "opd_sampled_loss", "reverse_kl", "sampled_stats", "token_logprobs"]
 
@@ -77,7 +84,7 @@ def sampled_stats(student_logprob_B_L: Tensor, teacher_logprob_B_L: Tensor, weig
 
 
 def opd_sampled_loss(student_logprob_B_L: Tensor, teacher_logprob_B_L: Tensor, weights_B_L: Tensor,
-                     mask_B_L: Tensor) -> tuple[Tensor, dict[str, float]]:
+                     mask_B_L: Tensor, *, advantage: str = "token") -> tuple[Tensor, dict[str, float]]:
     """Sampled-token OPD loss L = -(1/N) sum m·w·sg(A)·log pi_S(y_t), A = log pi_T(y_t) - sg(log pi_S(y_t)).
 
     Args:
@@ -85,14 +92,20 @@ def opd_sampled_loss(student_logprob_B_L: Tensor, teacher_logprob_B_L: Tensor, w
         teacher_logprob_B_L: log pi_T(y_t); detached here.
         weights_B_L: schedule weights w_t; detached here.
         mask_B_L: 1 (or True) at response tokens; N = its sum over the whole batch (token-mean).
+        advantage: ``token`` (A_t per token) or ``batch_mean`` (every valid token gets
+            Ā = (1/N) sum m·A, the fixed-negative-advantage control).
 
     Returns:
-        ``(loss, stats)``: a scalar tensor, and :func:`sampled_stats` plus ``loss``.
+        ``(loss, stats)``: a scalar tensor, and :func:`sampled_stats` (of the real A_t) plus ``loss``.
     """
+    if advantage not in ADVANTAGES:
+        raise ValueError(f"advantage must be one of {list(ADVANTAGES)}, got {advantage!r}")
     mask = mask_B_L.to(student_logprob_B_L.dtype)
     adv = (teacher_logprob_B_L.detach() - student_logprob_B_L.detach()) * mask
     w = weights_B_L.detach().to(student_logprob_B_L.dtype) * mask
     n = mask.sum().clamp_min(1.0)
+    if advantage == "batch_mean":
+        adv = (adv.sum() / n) * mask  # one constant, negative in expectation, for every valid token
     # Zero-valued padding still multiplies the (finite) student log-prob, so the graph is intact when N = 0.
     loss = -(w * adv * torch.where(mask > 0, student_logprob_B_L, torch.zeros_like(student_logprob_B_L))).sum() / n
     stats = sampled_stats(student_logprob_B_L, teacher_logprob_B_L, weights_B_L, mask_B_L)

@@ -12,7 +12,8 @@ What a step computes, and only that (no full-vocabulary scorer: the ``eval/*`` m
 - teacher forcing: :class:`~drift.train.forward.TeacherForcing` (each distinct prompt once, responses on its KV
   cache in length groups; checked against the plain padded forward on the first batch), the student with grad,
   the teacher without; log-probs of the sampled tokens from the heads, ``chunk_size`` positions at a time;
-- the schedule's weights (no grad), the loss, backward, clipping, AdamW;
+- the schedule's weights (no grad; computed from the real A_t also when ``advantage="batch_mean"`` replaces A_t by
+  its batch mean in the loss), the loss, backward, clipping, AdamW;
 - the logged statistics: the sampled-token statistics of :func:`~drift.train.loss.sampled_stats`, lengths,
   the verifier's mean reward, the optimizer's lr and gradient norm, timings.
 """
@@ -100,7 +101,7 @@ def loss_on_batch(student: _Model, teacher: _Model, prompts: Sequence[RenderedPr
                                        student_head=student.logits, teacher_head=teacher.logits, chunk_size=chunk)
         stats = {**sampled_stats(student_lp, teacher_lp, weights, mask), **stats}
     else:
-        loss, stats = opd_sampled_loss(student_lp, teacher_lp, weights, mask)
+        loss, stats = opd_sampled_loss(student_lp, teacher_lp, weights, mask, advantage=config.advantage)
     return loss, stats, bool((weights[mask] != 0).any())
 
 

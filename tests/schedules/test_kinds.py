@@ -38,7 +38,10 @@ SAMPLES: list[dict] = [
      "normalize": "first", "floor": 0.1, "ceiling": 2.0},
     {"kind": "vector", "values": [1.5, 1.2, 1.0, 0.8]},
     {"kind": "vector", "values": [2.0, 1.0, 0.5], "x": "abs", "edges": [0, 3, 6, 9]},
+    {"kind": "shuffled", "base": {"kind": "iw_opd", "gamma": 0.5}, "seed": 3},
 ]
+# shuffled has no per-row naive reference (its permutation is its own); tests/schedules/test_shuffled.py checks it
+NOT_PER_ROW = ("ideal_ratio", "shuffled")
 IDS = [f"{d['kind']}-{i}" for i, d in enumerate(SAMPLES)]
 STEP = {"step": 3, "total_steps": 7}
 
@@ -452,8 +455,8 @@ def test_ideal_ratio_overflow_is_capped():
 # ------------------------------------------------------------------- padding, parity, input handling
 
 @pytest.mark.parametrize("side", ["right", "left", "holes"])
-@pytest.mark.parametrize("spec", [s for s in SAMPLES if s["kind"] != "ideal_ratio"], ids=[
-    i for s, i in zip(SAMPLES, IDS, strict=True) if s["kind"] != "ideal_ratio"])
+@pytest.mark.parametrize("spec", [s for s in SAMPLES if s["kind"] not in NOT_PER_ROW], ids=[
+    i for s, i in zip(SAMPLES, IDS, strict=True) if s["kind"] not in NOT_PER_ROW])
 def test_every_kind_matches_naive_per_row_and_zero_padding(rng, spec, side):
     adv, teacher, mask = batch(rng, side=side)
     s = ds.load(spec)
@@ -565,7 +568,7 @@ def test_bad_specs_raise_helpful_errors(spec, match):
 
 def test_registry_and_protocol():
     assert set(ds.KINDS) == {"uniform", "prefix_mask", "suffix_mask", "prefix_weight", "linear", "iw_opd",
-                            "teacher_conf", "ideal_ratio", "pwopsd", "fitted", "vector"}
+                            "teacher_conf", "ideal_ratio", "pwopsd", "fitted", "vector", "shuffled"}
     assert {d["kind"] for d in SAMPLES} == set(ds.KINDS)
     for cls in ds.KINDS.values():
         assert cls.summary and cls.__dataclass_params__.frozen  # type: ignore[attr-defined]

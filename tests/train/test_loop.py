@@ -100,6 +100,32 @@ def test_weights_scale_the_loss(tiny_pair, tiny_tokenizer):
     assert losses[1] == pytest.approx(0.5 * losses[0], rel=1e-6)  # same seed: same rollouts, half the weight
 
 
+class _AdvantageSpy(_Recording):
+    """Records the advantages the schedule sees."""
+
+    def weights(self, advantage, mask=None, **kw):
+        self.seen = advantage[mask.bool()].clone()
+        return super().weights(advantage, mask, **kw)
+
+
+def test_batch_mean_advantage_changes_the_loss_not_what_the_schedule_sees(tiny_pair, tiny_tokenizer):
+    student, teacher = tiny_pair
+    rows, seen = {}, {}
+    for mode in ("token", "batch_mean"):
+        spy = _AdvantageSpy(1.0)
+        rows[mode] = train(copy.deepcopy(student), teacher, tiny_tokenizer, _prompts(4, "t"), _prompts(2, "h"), spy,
+                           _cfg(steps=1, advantage=mode)).metrics.iloc[1]
+        seen[mode] = spy.seen
+    torch.testing.assert_close(seen["batch_mean"], seen["token"])  # same rollouts, the real per-token A_t
+    assert seen["token"].std() > 0
+    assert rows["batch_mean"]["adv/mean"] == pytest.approx(rows["token"]["adv/mean"])
+    assert rows["batch_mean"]["loss"] != pytest.approx(rows["token"]["loss"])
+    with pytest.raises(ConfigError, match="applies to the sampled loss only"):
+        _cfg(loss="full_kl", advantage="batch_mean")
+    with pytest.raises(ConfigError, match="advantage must be one of"):
+        _cfg(advantage="mean")
+
+
 def test_full_kl_loss_runs_and_reports_full_vocab_kl(tiny):
     student, teacher, tok = tiny
     before = _params(student)

@@ -59,6 +59,50 @@ def test_gradient_is_policy_gradient_with_stop_gradient_weights_and_advantages(r
     assert not torch.allclose(g_wrong, expected)
 
 
+def _naive_batch_mean_loss(s, t, w, mask):
+    """-(1/N) sum_valid w_t * Abar * s_t, Abar = mean of t - s over valid tokens, one token at a time."""
+    valid = [(b, i) for b in range(s.shape[0]) for i in range(s.shape[1]) if bool(mask[b, i])]
+    abar = sum(float(t[b, i]) - float(s[b, i]) for b, i in valid) / len(valid)
+    value = -sum(float(w[b, i]) * abar * float(s[b, i]) for b, i in valid) / len(valid)
+    grad = [[-float(w[b, i]) * abar / len(valid) if bool(mask[b, i]) else 0.0 for i in range(s.shape[1])]
+            for b in range(s.shape[0])]
+    return abar, value, grad
+
+
+def test_batch_mean_advantage_against_a_naive_loop_in_value_and_gradient(rng):
+    B, L = 4, 6
+    s = torch.tensor(rng.normal(-1.5, 0.7, size=(B, L)), dtype=F64, requires_grad=True)
+    t = torch.tensor(rng.normal(-1.0, 0.7, size=(B, L)), dtype=F64, requires_grad=True)
+    w = torch.tensor(rng.uniform(0.0, 2.0, size=(B, L)), dtype=F64)
+    mask = torch.tensor([[1] * 6, [1, 1, 1, 0, 0, 0], [1, 0, 0, 0, 0, 0], [0, 1, 1, 1, 1, 0]], dtype=torch.bool)
+    loss, stats = opd_sampled_loss(s, t, w, mask, advantage="batch_mean")
+    loss.backward()
+    abar, value, grad = _naive_batch_mean_loss(s.detach(), t.detach(), w, mask)
+    assert loss.item() == pytest.approx(value, rel=1e-12)
+    torch.testing.assert_close(s.grad, torch.tensor(grad, dtype=F64), rtol=1e-10, atol=1e-14)
+    assert t.grad is None  # the batch mean is a constant: nothing flows into the teacher
+    assert stats["adv/mean"] == pytest.approx(abar)  # the statistics describe the real advantages
+    # the check can fail: the per-token loss differs in value and in gradient
+    s2 = s.detach().clone().requires_grad_(True)
+    token, _ = opd_sampled_loss(s2, t.detach(), w, mask)
+    token.backward()
+    assert token.item() != pytest.approx(value) and not torch.allclose(s2.grad, s.grad)
+    with pytest.raises(ValueError, match="advantage must be one of"):
+        opd_sampled_loss(s, t, w, mask, advantage="mean")
+
+
+def test_batch_mean_of_uniform_advantage_equals_the_token_loss(rng):
+    s = torch.tensor(rng.normal(size=(2, 3)), dtype=F64)
+    t = s + 0.25  # A_t = 0.25 everywhere: its batch mean is itself
+    mask, w = torch.ones(2, 3, dtype=torch.bool), torch.ones(2, 3, dtype=F64)
+    a, _ = opd_sampled_loss(s, t, w, mask)
+    b, _ = opd_sampled_loss(s, t, w, mask, advantage="batch_mean")
+    assert a.item() == pytest.approx(b.item(), rel=1e-12)
+    empty, _ = opd_sampled_loss(s.requires_grad_(True), t, w, torch.zeros(2, 3), advantage="batch_mean")
+    empty.backward()
+    assert empty.item() == 0.0 and torch.equal(s.grad, torch.zeros(2, 3, dtype=F64))
+
+
 def test_all_masked_batch_gives_zero_loss_with_a_graph():
     s = torch.zeros(2, 3, requires_grad=True)
     loss, stats = opd_sampled_loss(s, torch.zeros(2, 3), torch.ones(2, 3), torch.zeros(2, 3))

@@ -31,6 +31,7 @@ __all__ = [
     "DRIFT_METADATA_KEY",
     "FULL_VOCAB_COLUMNS",
     "IMPORT_TOKEN_COLUMNS",
+    "NEWER_COLUMNS",
     "ONSET_COLUMNS",
     "ONSET_SCHEMA",
     "ORACLE_TOKEN_COLUMNS",
@@ -140,6 +141,10 @@ TOKEN_COLUMNS: tuple[Column, ...] = (
     Column("teacher_top1", pa.bool_(), "y_t is the teacher's argmax"),
     Column("argmax_agree", pa.bool_(), "student argmax == teacher argmax"),
     Column("topk_overlap", F32, "|top-k(pi_S) ∩ top-k(pi_T)| / k (k in the parquet metadata, default 16)"),
+    Column("teacher_argmax", I32, "the teacher's most likely next token (lowest id among tied maxima); at "
+           "support=topk the listed id of largest log-prob", required=False),
+    Column("teacher_mass_student_topk", F32, "sum over v in top-k(pi_S) of pi_T(v): the teacher's probability on "
+           "the student's top k (same k as topk_overlap; ties toward the lower id)", required=False),
     Column("prefix_logratio", F64, "S_t = sum_{k<t} A_k (log prefix ratio, exclusive)"),
     Column("cum_abs_gap", F64, "C_t = sum_{k<t} |A_k| (exclusive)"),
     Column("cum_abs_gap_frac", F64, "C_t / sum_all |A_k| (IW-OPD code convention; 0 when the total is 0)"),
@@ -185,9 +190,12 @@ SUPPORTS: tuple[str, ...] = ("full", "topk", "sampled")
 
 #: Columns that need both models' whole next-token distribution (``support = full``).
 FULL_VOCAB_COLUMNS: tuple[str, ...] = ("kl_reverse", "kl_forward", "student_entropy", "teacher_entropy",
-                                       "argmax_agree", "topk_overlap")
+                                       "argmax_agree", "topk_overlap", "teacher_mass_student_topk")
 #: Columns that need the teacher's ranking (``support`` full or topk).
-TOPK_COLUMNS: tuple[str, ...] = ("teacher_rank", "teacher_top1")
+TOPK_COLUMNS: tuple[str, ...] = ("teacher_rank", "teacher_top1", "teacher_argmax")
+#: Optional columns added after datasets without them were written (``required=False``): absent from an older
+#: dataset whose support could give them; re-scoring adds them.
+NEWER_COLUMNS: tuple[str, ...] = ("teacher_argmax", "teacher_mass_student_topk")
 #: Columns that need a teacher's log-prob of y_t (absent when a format dumps no teacher, e.g. NeMo RL without
 #: ``--advantages distillation``).
 TEACHER_COLUMNS: tuple[str, ...] = ("teacher_logprob", "advantage", "k1", "k3", "prefix_logratio", "cum_abs_gap",
@@ -221,6 +229,12 @@ def support_hint(column: str, support: str, *, teacher: bool = True, dataset: st
     if column in TOPK_COLUMNS and support == "sampled":
         return (f"{column!r} needs the teacher's ranking (top-k or full support); this dataset has support="
                 f"'sampled': {fix}, or merge vLLM prompt_logprobs with `drift import vllm`")
+    if column in NEWER_COLUMNS and support == "topk":
+        return (f"{column!r} needs the teacher's top-k list, which this import does not hold (scored with "
+                "prompt_logprobs=0?): score with prompt_logprobs >= 1 and re-run `drift import vllm`")
+    if column in NEWER_COLUMNS:
+        return (f"{column!r} is not in this dataset: a drift older than the column wrote it; re-score the rollouts "
+                f"to add it: `drift score --rollouts {dataset} --student S --teacher T --out {dataset}-rescored`")
     return None
 
 

@@ -125,6 +125,13 @@ def synthetic_tokens(family: str, params: Mapping[str, float], *, n_rollouts: in
     frac = np.divide(cum_abs, total_N, out=np.zeros(N), where=total_N > 0)
     finished_R = hi > T_R
     reward_R = (rng.random(R) < 0.5).astype(np.float64)
+    # drawn after everything else, so the other columns stay what they were before these two columns existed
+    if realistic:
+        other_id = (token_id + rng.integers(1, 50_000, size=N)) % 50_000
+        teacher_argmax = np.where(rank == 0, token_id, other_id)
+        mass = overlap * rng.uniform(0.5, 1.0, size=N)
+    else:
+        teacher_argmax, mass = token_id, np.zeros(N)
     rollout_ids = np.arange(R) + int(rollout_offset)
     prompt_R = np.array([f"p{i // samples_per_prompt:07d}" for i in rollout_ids], dtype=object)
 
@@ -151,6 +158,8 @@ def synthetic_tokens(family: str, params: Mapping[str, float], *, n_rollouts: in
         "teacher_top1": rank == 0,
         "argmax_agree": agree,
         "topk_overlap": overlap.astype(np.float32),
+        "teacher_argmax": teacher_argmax.astype(np.int32),
+        "teacher_mass_student_topk": mass.astype(np.float32),
         "prefix_logratio": _exclusive_cumsum(adv, starts_R, r_N),
         "cum_abs_gap": cum_abs,
         "cum_abs_gap_frac": frac,

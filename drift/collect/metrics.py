@@ -13,8 +13,10 @@ Two kinds live here.
 
 *Full-vocabulary metrics* reduce one chunk of logits ``(C, V)`` of both models to per-token numbers
 (:func:`vocab_stats`): log-probs of the realized token, entropies, KL in both directions, teacher rank of the
-realized token, argmaxes and top-k overlap. Callers feed chunks of positions so memory stays O(C x V); a chunk's
-logits are reduced immediately and never kept.
+realized token, argmaxes, top-k overlap and the teacher's mass on the student's top-k. Callers feed chunks of
+positions so memory stays O(C x V); a chunk's logits are reduced immediately and never kept. Top-k sets and argmaxes
+rank ids by logit and break ties toward the *lower token id* (the order of a stable descending sort, and
+``torch.argmax``'s first maximum), so they are defined even where logits tie, as bfloat16 logits often do.
 
 Invalid (masked) positions return 0 for every metric; reductions over tokens are the caller's business.
 """
@@ -44,6 +46,11 @@ __all__ = [
 
 K3_CLAMP = 20.0  # |A_t| clamp before the exponential (verl low_var_kl)
 K3_MAX = 10.0  # upper clamp of k3
+_TOPK_BLOCK = 64  # block width of the block-maxima top-k
+_I64_MAX = torch.iinfo(torch.int64).max
+_I64_MIN = torch.iinfo(torch.int64).min
+
+LogitsFn = Callable[[int, int, Tensor], Tensor]
 
 
 def _m(mask_B_L: Tensor | None, like: Tensor) -> Tensor:
@@ -102,12 +109,15 @@ def vocab_stats(student_logits_C_V: Tensor, teacher_logits_C_V: Tensor, targets_
     - ``kl_reverse`` = KL(p || q) = sum_v p (log p - log q), ``kl_forward`` = KL(q || p)
     - ``teacher_rank`` = #{v : q_v > q_y} (0 = y is a teacher argmax; ties favour y)
     - ``student_argmax``, ``teacher_argmax``; ``topk_overlap`` = |topk(p) ∩ topk(q)| / k
+    - ``teacher_mass_student_topk`` = sum_{v in topk(p)} q_v, the teacher's probability on the student's top k
+
+    topk(.) is the k ids of largest logit, ties toward the lower id; an argmax is the lowest id of largest logit.
 
     Args:
         student_logits_C_V: student logits for C positions (any float dtype; computed in float32).
         teacher_logits_C_V: teacher logits for the same positions, same vocabulary width V.
         targets_C: realized token ids.
-        topk: k for the top-k overlap (clamped to V).
+        topk: k for the top-k overlap and the teacher's mass on the student's top k (clamped to V).
 
     Returns:
         A dict of (C,) tensors (float32, except int ranks/argmaxes).
@@ -128,6 +138,9 @@ def vocab_stats_(logits_2_C_V: Tensor, targets_C: Tensor, *, topk: int = 16,
     sum_v {p, q} x {log p, log q} are one batched matrix product, so each (C, V) array is read once.
     """
     _, c, v = logits_2_C_V.shape
+    k = max(1, min(int(topk), v))
+    # the top k by logit, before the in-place log-softmax (its rounding could merge distinct logits into ties)
+    top_val, top_idx = _tile_topk(logits_2_C_V, k)
     logp = torch.log_softmax(logits_2_C_V, dim=-1, out=logits_2_C_V)
     probs = torch.exp(logp, out=probs_2_C_V) if probs_2_C_V is not None else logp.exp()
     # dots[i, a, b] = sum_v probs[a, i, v] * logp[b, i, v]
@@ -137,11 +150,11 @@ def vocab_stats_(logits_2_C_V: Tensor, targets_C: Tensor, *, topk: int = 16,
     tgt = targets_C.long().view(c, 1)
     s_lp = logp[0].gather(1, tgt).squeeze(1)
     t_lp = logp[1].gather(1, tgt).squeeze(1)
-    k = max(1, min(int(topk), v))
-    s_top = torch.topk(logp[0], k, dim=-1, sorted=True).indices
-    t_top = torch.topk(logp[1], k, dim=-1, sorted=True).indices
+    s_top, t_top = top_idx[0], top_idx[1]
     overlap = (s_top.unsqueeze(2) == t_top.unsqueeze(1)).any(dim=2).sum(dim=1).float() / k
+    mass = probs[1].gather(1, s_top).sum(dim=1).clamp(max=1.0)
     rank = (logp[1] > t_lp.unsqueeze(1)).sum(dim=1)
+    argmax = _argmax_lowest_id(top_val, top_idx)
     return {
         "student_logprob": s_lp,
         "teacher_logprob": t_lp,
@@ -151,28 +164,68 @@ def vocab_stats_(logits_2_C_V: Tensor, targets_C: Tensor, *, topk: int = 16,
         "kl_reverse": (s_neg_h - s_cross).clamp_min(0.0),
         "kl_forward": (t_neg_h - t_cross).clamp_min(0.0),
         "teacher_rank": rank.to(torch.int32),
-        "student_argmax": s_top[:, 0],
-        "teacher_argmax": t_top[:, 0],
+        "student_argmax": argmax[0],
+        "teacher_argmax": argmax[1],
         "topk_overlap": overlap,
+        "teacher_mass_student_topk": mass,
     }
 
 
-LogitsFn = Callable[[int, int, Tensor], Tensor]
-_TOPK_BLOCK = 64
+def _select_lowest_id(vals_X_N: Tensor, ids_X_N: Tensor, k: int) -> Tensor:
+    """Positions (..., k) along the last axis of the k entries of largest value, ties toward the lowest id.
+
+    With tau the k-th largest value, the selection is every entry above tau (fewer than k) and the lowest-id
+    entries equal to tau: one top-k of the values finds tau, a second top-k of an integer score (above tau: the
+    maximum; at tau: -id; below: the minimum) picks the entries. Exact for any float dtype; order unspecified.
+    """
+    kth = torch.topk(vals_X_N, k, dim=-1, sorted=False).values.amin(dim=-1, keepdim=True)
+    score = torch.where(vals_X_N == kth, -ids_X_N, _I64_MIN)
+    score = score.masked_fill_(vals_X_N > kth, _I64_MAX)
+    return torch.topk(score, k, dim=-1, sorted=False).indices
+
+
+def _topk_ties_low(vals_X_N: Tensor, ids_X_N: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Values and positions (..., k) of :func:`_select_lowest_id` at the cost of one top-k in the common case.
+
+    The choice among tied entries matters only where a tie crosses the k-th place, i.e. where more than k entries
+    are >= the k-th largest value; only those rows are redone by the exact selection (many in bfloat16 tiles, few in
+    float32 ones). (One top-k of k, not k + 1: PyTorch's CPU top-k is several times slower beyond k = n / 64.)
+    """
+    n = vals_X_N.shape[-1]
+    if k >= n:
+        return vals_X_N.clone(), torch.arange(n, device=vals_X_N.device).expand_as(vals_X_N)  # (callers overwrite)
+    top, pos = torch.topk(vals_X_N, k, dim=-1, sorted=False)
+    cut = (vals_X_N >= top.amin(dim=-1, keepdim=True)).sum(dim=-1) > k
+    if bool(cut.any()):
+        rows = cut.nonzero(as_tuple=True)
+        fixed = _select_lowest_id(vals_X_N[rows], ids_X_N[rows], k)
+        pos[rows] = fixed
+        top[rows] = vals_X_N[rows].gather(-1, fixed)
+    return top, pos
 
 
 def _tile_topk(x_2_P_W: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """Top-k (unsorted) along the last axis, via block maxima: the k largest values lie in the k blocks with the
-    largest maxima, so only those k blocks are searched (much faster than a full top-k on wide rows)."""
+    """Top-k along the last axis, ties toward the lower index (unsorted): values and indices (2, P, k).
+
+    Wide rows go through block maxima: blocks of 64 ids ranked by (maximum, then lower block), and the k best
+    blocks hold the k best ids (each better block's best id beats every id of a worse block), so only k x 64
+    values are searched (much faster than a top-k over the whole row).
+    """
     width = x_2_P_W.shape[-1]
     n_blocks = width // _TOPK_BLOCK
     if n_blocks < 2 * k or width % _TOPK_BLOCK:
-        return torch.topk(x_2_P_W, k, dim=-1, sorted=False)
-    blocks = x_2_P_W.reshape(*x_2_P_W.shape[:-1], n_blocks, _TOPK_BLOCK)
-    best = torch.topk(blocks.amax(dim=-1), k, dim=-1, sorted=False).indices  # (2, P, k) block ids
+        return _topk_ties_low(x_2_P_W, torch.arange(width, device=x_2_P_W.device).expand_as(x_2_P_W), k)
+    block_max = x_2_P_W.reshape(*x_2_P_W.shape[:-1], n_blocks, _TOPK_BLOCK).amax(dim=-1)
+    _, best = _topk_ties_low(block_max, torch.arange(n_blocks, device=x_2_P_W.device).expand_as(block_max), k)
     cols = (best.unsqueeze(-1) * _TOPK_BLOCK + torch.arange(_TOPK_BLOCK, device=x_2_P_W.device)).flatten(-2)
-    vals, pos = torch.topk(x_2_P_W.gather(-1, cols), k, dim=-1, sorted=False)
-    return vals, cols.gather(-1, pos)
+    top, pos = _topk_ties_low(x_2_P_W.gather(-1, cols), cols, k)
+    return top, cols.gather(-1, pos)
+
+
+def _argmax_lowest_id(top_val_2_P_K: Tensor, top_idx_2_P_K: Tensor) -> Tensor:
+    """The lowest id of largest value among top-k lists (any order): (2, P)."""
+    best = top_val_2_P_K.amax(dim=-1, keepdim=True)
+    return torch.where(top_val_2_P_K == best, top_idx_2_P_K, _I64_MAX).amin(dim=-1)
 
 
 def vocab_stats_tiled(logits_s: LogitsFn, logits_t: LogitsFn, targets_P: Tensor, vocab_size: int, *,
@@ -201,6 +254,12 @@ def vocab_stats_tiled(logits_s: LogitsFn, logits_t: LogitsFn, targets_P: Tensor,
     of the target still differ (by one unit in the last place of the logits' dtype, when the two accumulations round
     to different sides), ids tied with either value may be counted differently: a near-tie effect on the rank only.
 
+    Top-k lists are merged tile by tile (the k best of the running list and the tile's k best, ties toward the
+    lower id). Each student candidate carries the teacher's logit of the same id from the same tile, so the
+    teacher's mass on the student's top k is exact and in the tiles' precision:
+
+        M = sum_{v in topk(x)} e^(y_v - log Z_tot(y)).
+
     Args:
         logits_s: fills the student's logits tile (float32 or float64 ``out``).
         logits_t: fills the teacher's logits tile.
@@ -208,7 +267,7 @@ def vocab_stats_tiled(logits_s: LogitsFn, logits_t: LogitsFn, targets_P: Tensor,
         vocab_size: ids [0, vocab_size) are visited.
         rank_anchor_P: the teacher's logit of the target as its tiles will hold it (P,), for the rank.
         vocab_chunk: tile width.
-        topk: k for the top-k overlap (clamped to V).
+        topk: k for the top-k overlap and the teacher's mass on the student's top k (clamped to V).
         buffers: two (2, >= P, vocab_chunk) tensors to reuse; their dtype is the tiles' (default float32).
 
     Returns:
@@ -231,7 +290,9 @@ def vocab_stats_tiled(logits_s: LogitsFn, logits_t: LogitsFn, targets_P: Tensor,
     z, a, d = (torch.zeros((2, p), device=dev, dtype=torch.float64) for _ in range(3))
     rank = torch.zeros(p, device=dev, dtype=torch.long)
     top_val = torch.full((2, p, k), -math.inf, device=dev, dtype=dtype)
-    top_idx = torch.zeros((2, p, k), device=dev, dtype=torch.long)
+    # placeholder ids >= vocab_size lose every tie to a real id, so they never survive the visit of all ids
+    top_idx = (vocab_size + torch.arange(k, device=dev)).expand(2, p, k).contiguous()
+    top_t_at_s = torch.full((p, k), -math.inf, device=dev, dtype=dtype)  # teacher logits at the student's top ids
     for v0 in range(0, vocab_size, vc):
         v1 = min(vocab_size, v0 + vc)
         w = v1 - v0
@@ -242,8 +303,10 @@ def vocab_stats_tiled(logits_s: LogitsFn, logits_t: LogitsFn, targets_P: Tensor,
         tv, ti = _tile_topk(lg, min(k, w))
         cand_v = torch.cat((top_val, tv), dim=-1)
         cand_i = torch.cat((top_idx, ti + v0), dim=-1)
-        top_val, sel = torch.topk(cand_v, k, dim=-1, sorted=True)
+        cand_t = torch.cat((top_t_at_s, lg[1].gather(-1, ti[0])), dim=-1)
+        top_val, sel = _topk_ties_low(cand_v, cand_i, k)
         top_idx = cand_i.gather(-1, sel)
+        top_t_at_s = cand_t.gather(-1, sel[0])
         # teacher rank: ids strictly above the anchor, the target itself excluded
         above = lg[1] > anchor.unsqueeze(1)
         rank += above.sum(dim=1)
@@ -283,6 +346,8 @@ def vocab_stats_tiled(logits_s: LogitsFn, logits_t: LogitsFn, targets_P: Tensor,
     kl = d / z - (log_z_tot - log_z_tot.flip(0))  # [KL(p || q), KL(q || p)]
     s_top, t_top = top_idx[0], top_idx[1]
     overlap = (s_top.unsqueeze(2) == t_top.unsqueeze(1)).any(dim=2).sum(dim=1).float() / k
+    mass = torch.exp(top_t_at_s.double() - log_z_tot[1].unsqueeze(1)).sum(dim=1).clamp(max=1.0)
+    argmax = _argmax_lowest_id(top_val, top_idx)
     return {
         "student_logprob": logprob[0].float(),
         "teacher_logprob": logprob[1].float(),
@@ -291,7 +356,8 @@ def vocab_stats_tiled(logits_s: LogitsFn, logits_t: LogitsFn, targets_P: Tensor,
         "kl_reverse": kl[0].float().clamp_min(0.0),
         "kl_forward": kl[1].float().clamp_min(0.0),
         "teacher_rank": rank.to(torch.int32),
-        "student_argmax": s_top[:, 0],
-        "teacher_argmax": t_top[:, 0],
+        "student_argmax": argmax[0],
+        "teacher_argmax": argmax[1],
         "topk_overlap": overlap,
+        "teacher_mass_student_topk": mass.float(),
     }

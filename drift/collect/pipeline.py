@@ -155,6 +155,8 @@ def build_tables(rows: Sequence[dict[str, Any]], scores: Sequence[dict[str, np.n
     cols["teacher_top1"] = cat["teacher_rank"] == 0
     cols["argmax_agree"] = cat["student_argmax"] == cat["teacher_argmax"]
     cols["topk_overlap"] = cat["topk_overlap"].astype(np.float32)
+    cols["teacher_argmax"] = cat["teacher_argmax"].astype(np.int32)
+    cols["teacher_mass_student_topk"] = cat["teacher_mass_student_topk"].astype(np.float32)
     for k in ("prefix_logratio", "cum_abs_gap", "cum_abs_gap_frac", "student_prefix_logprob",
               "teacher_prefix_logprob"):
         cols[k] = cat[k].astype(np.float64)
@@ -171,7 +173,6 @@ def build_tables(rows: Sequence[dict[str, Any]], scores: Sequence[dict[str, np.n
         cols["oracle_student_correct"] = token_id == oracle_n
         cols["oracle_prefix_ok"] = np.concatenate(ok).astype(bool) if n else np.zeros(0, bool)
     tokens = pa.Table.from_pydict({name: cols[name] for name in schema.names}, schema=schema)
-    tokens = tokens.append_column("teacher_argmax", pa.array(cat["teacher_argmax"].astype(np.int32)))
     return rollouts, tokens
 
 

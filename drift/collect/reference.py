@@ -2,8 +2,9 @@
 
 It exists to check :func:`drift.collect.scoring.score_items` (tests compare the two at atol 1e-5 in float32) and
 as the baseline of ``benchmarks/bench_scoring.py``. It scores one rollout at a time with no padding, keeps the
-whole (L, V) logits of both models, and computes every metric straight from its definition. Do not use it on long
-sequences with large vocabularies: memory is O(L x V).
+whole (L, V) logits of both models, and computes every metric straight from its definition. Top-k sets and
+argmaxes come from a stable descending sort of the logits (ties toward the lower id, drift's rule). Do not use it on
+long sequences with large vocabularies: memory is O(L x V).
 """
 
 from __future__ import annotations
@@ -34,11 +35,16 @@ def naive_score_item(student: Any, teacher: Any, item: ScoringItem, *, topk: int
         return (logits / temperature)[len(prompt) - 1: len(prompt) + len(resp) - 1].double()
 
     raw_t = logits_of(teacher, list(item.teacher_prompt_ids))
-    ls = torch.log_softmax(logits_of(student, list(item.student_prompt_ids)), dim=-1)
+    raw_s = logits_of(student, list(item.student_prompt_ids))
+    ls = torch.log_softmax(raw_s, dim=-1)
     lt = torch.log_softmax(raw_t, dim=-1)
     ps, pt = ls.exp(), lt.exp()
     k = min(topk, ls.shape[1])
+    # ids by decreasing logit, ties in increasing id order
+    order_s = np.argsort(-raw_s.cpu().numpy(), axis=1, kind="stable")
+    order_t = np.argsort(-raw_t.cpu().numpy(), axis=1, kind="stable")
     for j, y in enumerate(resp):
+        top_s, top_t = order_s[j, :k].tolist(), order_t[j, :k].tolist()
         s_lp, t_lp = float(ls[j, y]), float(lt[j, y])
         a = t_lp - s_lp
         d = min(max(a, -20.0), 20.0)
@@ -50,10 +56,10 @@ def naive_score_item(student: Any, teacher: Any, item: ScoringItem, *, topk: int
             "kl_reverse": float((ps[j] * (ls[j] - lt[j])).sum()),
             "kl_forward": float((pt[j] * (lt[j] - ls[j])).sum()),
             "teacher_rank": int((raw_t[j] > raw_t[j, y]).sum()),  # by definition: ids with a larger logit
-            "student_argmax": int(ls[j].argmax()),
-            "teacher_argmax": int(lt[j].argmax()),
-            "topk_overlap": len(set(torch.topk(ls[j], k).indices.tolist())
-                                & set(torch.topk(lt[j], k).indices.tolist())) / k,
+            "student_argmax": top_s[0],
+            "teacher_argmax": top_t[0],
+            "topk_overlap": len(set(top_s) & set(top_t)) / k,
+            "teacher_mass_student_topk": float(sum(pt[j, v] for v in top_s)),
             "advantage": a,
             "k1": -a,
             "k3": min(float(np.expm1(d) - d), 10.0),

@@ -52,7 +52,8 @@ log = logging.getLogger(__name__)
 
 # Columns produced per token, in output order (float32 unless noted).
 VOCAB_COLUMNS = ("student_logprob", "teacher_logprob", "student_entropy", "teacher_entropy", "kl_reverse",
-                 "kl_forward", "teacher_rank", "student_argmax", "teacher_argmax", "topk_overlap")
+                 "kl_forward", "teacher_rank", "student_argmax", "teacher_argmax", "topk_overlap",
+                 "teacher_mass_student_topk")
 
 
 @dataclass(frozen=True)
@@ -294,7 +295,7 @@ def score_items(student: Any, teacher: Any, items: Sequence[ScoringItem], *, chu
         chunk_size: positions per LM-head chunk.
         vocab_chunk: vocabulary ids per tile; memory of the head phase is O(chunk_size x vocab_chunk), and the
             LM-head weights are read once per chunk of positions.
-        topk: k for ``topk_overlap``.
+        topk: k for ``topk_overlap`` and ``teacher_mass_student_topk``.
         max_batch_tokens: cap on rows x padded length per body forward pass.
         vocab_size: score over ids [0, vocab_size) only (shared vocabulary of padded embeddings); default both
             heads' width, which must then be equal.

@@ -20,7 +20,7 @@ import pyarrow as pa
 from drift.errors import InputFormatError
 from drift.schema import IMPORT_TOKEN_COLUMNS, ROLLOUT_SCHEMA, TOKEN_COLUMNS, make_prompt_key
 
-__all__ = ["ImportedRollout", "build_import_tables", "check_lengths"]
+__all__ = ["ImportedRollout", "build_import_tables", "check_lengths", "topk_argmax"]
 
 
 @dataclass
@@ -123,7 +123,8 @@ def build_import_tables(rows: Sequence[ImportedRollout], *, run_id: str, support
     Args:
         rows: the rollouts of one part.
         run_id: written to every row (and part of the prompt key).
-        support: ``sampled`` or ``topk`` (topk adds teacher_rank, teacher_top1 and the top-k lists).
+        support: ``sampled`` or ``topk`` (topk adds teacher_rank, teacher_top1, the top-k lists and, where every
+            position has a non-empty list, teacher_argmax: :func:`topk_argmax`).
         tokenizer: decodes prompt/response text the source does not hold (None: the text columns are null).
         seen: sample-id counters shared by the parts of one import (so order-of-appearance ids continue).
 
@@ -205,6 +206,9 @@ def build_import_tables(rows: Sequence[ImportedRollout], *, run_id: str, support
             rank = cat("teacher_rank", np.int32)
             cols["teacher_rank"] = rank
             cols["teacher_top1"] = rank == 0
+            argmax = topk_argmax(rows)
+            if argmax is not None:
+                cols["teacher_argmax"] = argmax
         for k in ("prefix_logratio", "cum_abs_gap", "cum_abs_gap_frac", "student_prefix_logprob",
                   "teacher_prefix_logprob"):
             cols[k] = d[k].astype(np.float64)
@@ -241,6 +245,30 @@ def build_import_tables(rows: Sequence[ImportedRollout], *, run_id: str, support
     data = {**cols, **extra}
     tokens = pa.Table.from_pydict({f.name: data[f.name] for f in fields}, schema=pa.schema(fields))
     return rollouts, tokens
+
+
+def topk_argmax(rows: Sequence[ImportedRollout]) -> np.ndarray | None:
+    """The teacher's argmax per position from its top-k lists (int32, all positions of ``rows`` in order): the
+    listed id of largest log-prob, ties toward the lower id (drift's rule at full support; vLLM lists in rank
+    order, so it is the first entry). None when some position has no list (a top-k import with K = 0).
+    """
+    ids_R = [r.teacher_topk_ids for r in rows]
+    lps_R = [r.teacher_topk_logprobs for r in rows]
+    if any(ids is None or lps is None for ids, lps in zip(ids_R, lps_R, strict=True)):
+        return None
+    lists = [(i, lp) for ids, lps in zip(ids_R, lps_R, strict=True) for i, lp in zip(ids, lps, strict=True)]
+    lengths = np.array([len(i) for i, _ in lists], dtype=np.int64)
+    if (lengths == 0).any() or any(len(i) != len(lp) for i, lp in lists):
+        return None
+    if not lists:
+        return np.zeros(0, np.int32)
+    # flat values per position segment: the segment's largest log-prob, then the lowest id holding it
+    ids_F = np.concatenate([np.asarray(i, dtype=np.int64) for i, _ in lists])
+    lps_F = np.concatenate([np.asarray(lp, dtype=np.float64) for _, lp in lists])
+    starts = np.cumsum(lengths) - lengths
+    best = np.repeat(np.maximum.reduceat(lps_F, starts), lengths)
+    top = np.where(lps_F == best, ids_F, np.iinfo(np.int64).max)
+    return np.minimum.reduceat(top, starts).astype(np.int32)
 
 
 def _int_lists(seqs: Sequence[Sequence[int]]) -> pa.Array:

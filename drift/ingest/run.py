@@ -132,9 +132,11 @@ def support_limits(support: str, has_teacher: bool, dataset: str = "DATASET") ->
                    f"no teacher log-probs; {fix}")
     if support != "full":
         out.append("full-vocabulary KL (kl_reverse, kl_forward), entropies (student_entropy, teacher_entropy), "
-                   f"argmax agreement and top-k overlap: support is {support!r}; {fix}")
+                   "argmax agreement, top-k overlap and the teacher's mass on the student's top k "
+                   f"(teacher_mass_student_topk): support is {support!r}; {fix}")
     if support == "sampled":
-        out.append(f"the teacher's rank and top-1 agreement (teacher_rank, teacher_top1): {fix}, or merge vLLM "
+        out.append(f"the teacher's rank, top-1 agreement and argmax (teacher_rank, teacher_top1, teacher_argmax): "
+                   f"{fix}, or merge vLLM "
                    "prompt_logprobs with `drift import vllm`")
     return out
 

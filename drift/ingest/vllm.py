@@ -36,7 +36,8 @@ import; rollouts no line scored are dropped and counted in the notes; a rollout 
 Written: the dataset's ids, keys (``prompt_key`` verbatim), texts, rewards and ``student_logprob`` (with
 ``rollout_logprob`` / ``loss_mask`` when present); ``teacher_logprob`` = the realized token's vLLM log-prob;
 ``teacher_rank`` = vLLM rank - 1 (0-based; drift's own scorer counts ties for the token, vLLM against it);
-``teacher_topk_ids`` / ``teacher_topk_logprobs`` = the K entries of best rank. The teacher-dependent columns are
+``teacher_topk_ids`` / ``teacher_topk_logprobs`` = the K entries of best rank; ``teacher_argmax`` = the listed id of
+largest log-prob (the rank-1 entry; ties toward the lower id; absent with K = 0). The teacher-dependent columns are
 recomputed, the old teacher's and every full-vocabulary column dropped; ``support = topk``, ``k = K``.
 """
 
@@ -68,8 +69,8 @@ _CARRIED = {"run_id", "step", "prompt_id", "sample_id", "prompt_key", "position"
             "token_id", "student_logprob", "student_prefix_logprob", "finished", "truncated", "reward",
             "rollout_logprob", "loss_mask"}
 _REPLACED = {"teacher_logprob", "advantage", "k1", "k3", "prefix_logratio", "cum_abs_gap", "cum_abs_gap_frac",
-             "teacher_prefix_logprob", "teacher_rank", "teacher_top1", "teacher_topk_ids", "teacher_topk_logprobs",
-             "teacher_id", "teacher_revision"}
+             "teacher_prefix_logprob", "teacher_rank", "teacher_top1", "teacher_argmax", "teacher_topk_ids",
+             "teacher_topk_logprobs", "teacher_id", "teacher_revision"}
 
 
 @dataclass

@@ -54,7 +54,7 @@ def _naive_vocab(s: torch.Tensor, t: torch.Tensor, y: torch.Tensor, k: int) -> d
     ps, pt = ls.exp(), lt.exp()
     out: dict[str, list[float]] = {key: [] for key in (
         "student_logprob", "teacher_logprob", "student_entropy", "teacher_entropy", "kl_reverse", "kl_forward",
-        "teacher_rank", "topk_overlap")}
+        "teacher_rank", "topk_overlap", "teacher_mass_student_topk", "student_argmax", "teacher_argmax")}
     kk = min(k, s.shape[1])
     for i in range(s.shape[0]):
         yi = int(y[i])
@@ -65,9 +65,14 @@ def _naive_vocab(s: torch.Tensor, t: torch.Tensor, y: torch.Tensor, k: int) -> d
         out["kl_reverse"].append(sum(float(ps[i, v] * (ls[i, v] - lt[i, v])) for v in range(s.shape[1])))
         out["kl_forward"].append(sum(float(pt[i, v] * (lt[i, v] - ls[i, v])) for v in range(s.shape[1])))
         out["teacher_rank"].append(sum(1 for v in range(s.shape[1]) if lt[i, v] > lt[i, yi]))
-        top_s = set(np.argsort(-s[i].numpy(), kind="stable")[:kk].tolist())
-        top_t = set(np.argsort(-t[i].numpy(), kind="stable")[:kk].tolist())
+        # ids by decreasing logit, ties in increasing id order: the definition of top-k and argmax
+        order_s = np.argsort(-s[i].double().numpy(), kind="stable")
+        order_t = np.argsort(-t[i].double().numpy(), kind="stable")
+        top_s, top_t = set(order_s[:kk].tolist()), set(order_t[:kk].tolist())
         out["topk_overlap"].append(len(top_s & top_t) / kk)
+        out["teacher_mass_student_topk"].append(sum(float(pt[i, v]) for v in top_s))
+        out["student_argmax"].append(int(order_s[0]))
+        out["teacher_argmax"].append(int(order_t[0]))
     return {key: np.asarray(v) for key, v in out.items()}
 
 
@@ -160,3 +165,89 @@ def test_tiled_confident_rows_never_give_a_positive_logprob_and_identical_rows_g
     assert torch.equal(got["student_logprob"], got["teacher_logprob"])
     assert float(got["kl_reverse"].abs().max()) == 0.0 and float(got["kl_forward"].abs().max()) == 0.0
     assert (got["teacher_rank"] == 0).all()
+
+
+# --- top-k columns (teacher_argmax, teacher_mass_student_topk, topk_overlap) where logits tie -------------------
+
+def _tied(rng: np.random.Generator, kind: str, shape: tuple[int, int]) -> torch.Tensor:
+    """Logits with ties: ``levels`` (4 integer values: every top-k and every block maximum ties), ``bf16`` (normal
+    logits rounded to bfloat16, as a bfloat16 model's tiles hold them), ``normal`` (float32, ties only in the
+    uniform rows the test adds)."""
+    x = torch.as_tensor(rng.normal(0, 3, shape), dtype=torch.float32)
+    if kind == "levels":
+        return torch.as_tensor(rng.integers(0, 4, shape), dtype=torch.float32)
+    if kind == "bf16":
+        return x.to(torch.bfloat16).float()
+    return x
+
+
+def _naive_topk_columns(s: torch.Tensor, t: torch.Tensor, k: int) -> dict[str, np.ndarray]:
+    """The definitions on the same float32 values, in float64: ids by decreasing logit, ties in increasing id order
+    (a stable sort); mass = the teacher's softmax summed over the student's top-k ids."""
+    xs, xt = s.double().numpy(), t.double().numpy()
+    order_s, order_t = np.argsort(-xs, axis=1, kind="stable"), np.argsort(-xt, axis=1, kind="stable")
+    q = np.exp(xt - xt.max(1, keepdims=True))
+    q /= q.sum(1, keepdims=True)
+    kk = min(k, xs.shape[1])
+    top_s, top_t = order_s[:, :kk], order_t[:, :kk]
+    return {
+        "student_argmax": order_s[:, 0], "teacher_argmax": order_t[:, 0],
+        "topk_overlap": np.array([len(set(a) & set(b)) / kk for a, b in zip(top_s, top_t, strict=True)],
+                                 dtype=np.float32),
+        "teacher_mass_student_topk": np.take_along_axis(q, top_s, axis=1).sum(1),
+    }
+
+
+def _assert_topk_columns(got: dict[str, torch.Tensor], want: dict[str, np.ndarray]) -> None:
+    for key in ("student_argmax", "teacher_argmax", "topk_overlap"):
+        np.testing.assert_array_equal(got[key].numpy(), want[key], err_msg=key)
+    mass = got["teacher_mass_student_topk"]
+    assert mass.dtype == torch.float32 and (mass >= 0).all() and (mass <= 1).all()
+    np.testing.assert_allclose(mass.double().numpy(), want["teacher_mass_student_topk"], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["levels", "bf16", "normal"])
+@pytest.mark.parametrize(("vocab", "vocab_chunk", "k"), [(50, 13, 5), (50, 1, 3), (7, 7, 7), (1000, 333, 16),
+                                                         (3000, 1024, 16), (8192, 2048, 16), (8192, 2048, 4),
+                                                         (5000, 4096, 16)])
+def test_tiled_top_k_columns_match_their_definition_with_ties(rng: np.random.Generator, kind: str, vocab: int,
+                                                              vocab_chunk: int, k: int) -> None:
+    """Tiles that do not divide V, the block top-k (V = 8192, 3000's 1024-wide tiles) and the plain one, on tied
+    logits: ties go to the lower id in the student's top k (so in the mass), the overlap and both argmaxes."""
+    s, t = _tied(rng, kind, (9, vocab)), _tied(rng, kind, (9, vocab))
+    s[0] = 0.0  # a uniform student row: its top k are ids 0..k-1, the mass is q_0 + ... + q_{k-1}
+    t[1] = 0.0  # a uniform teacher row
+    s[2], t[2] = 1.0, 1.0
+    y = torch.as_tensor(rng.integers(0, vocab, 9))
+    got = m.vocab_stats_tiled(_fill(s), _fill(t), y, vocab, rank_anchor_P=t.gather(1, y[:, None])[:, 0],
+                              vocab_chunk=vocab_chunk, topk=k)
+    _assert_topk_columns(got, _naive_topk_columns(s, t, k))
+    np.testing.assert_allclose(got["teacher_mass_student_topk"][2].item(), min(k, vocab) / vocab, atol=1e-6)
+
+
+@pytest.mark.parametrize(("vocab", "k"), [(40, 16), (300, 16), (8192, 16), (5, 16)])
+def test_one_shot_top_k_columns_match_their_definition_on_bfloat16_logits(rng: np.random.Generator, vocab: int,
+                                                                          k: int) -> None:
+    """:func:`vocab_stats` on bfloat16 logits computes in float32; its top-k columns follow the same tie rule."""
+    s, t = _tied(rng, "bf16", (6, vocab)).bfloat16(), _tied(rng, "bf16", (6, vocab)).bfloat16()
+    s[0] = 0.0
+    y = torch.as_tensor(rng.integers(0, vocab, 6))
+    got = m.vocab_stats(s, t, y, topk=k)
+    _assert_topk_columns(got, _naive_topk_columns(s.float(), t.float(), k))
+
+
+def test_teacher_mass_on_the_student_top_k_invariants(rng: np.random.Generator) -> None:
+    """k = V gives mass 1; identical models give the student's own top-k mass; a teacher that puts its mass on
+    ids outside the student's top k gives ~0."""
+    s = torch.as_tensor(rng.normal(0, 3, (5, 200)), dtype=torch.float32)
+    y = torch.zeros(5, dtype=torch.long)
+    anchor = s[:, 0].clone()
+    full = m.vocab_stats_tiled(_fill(s), _fill(s.clone()), y, 200, rank_anchor_P=anchor, vocab_chunk=64, topk=200)
+    np.testing.assert_allclose(full["teacher_mass_student_topk"].numpy(), 1.0, atol=1e-6)
+    own = m.vocab_stats_tiled(_fill(s), _fill(s.clone()), y, 200, rank_anchor_P=anchor, vocab_chunk=64, topk=8)
+    p = torch.softmax(s.double(), -1)
+    np.testing.assert_allclose(own["teacher_mass_student_topk"].numpy(), p.topk(8).values.sum(-1).numpy(), atol=1e-6)
+    t = s.clone()
+    t.scatter_(1, s.topk(8).indices, -50.0)  # the teacher avoids exactly the student's top 8
+    away = m.vocab_stats_tiled(_fill(s), _fill(t), y, 200, rank_anchor_P=t[:, 0], vocab_chunk=64, topk=8)
+    assert float(away["teacher_mass_student_topk"].max()) < 1e-15

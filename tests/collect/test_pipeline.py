@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from drift.collect.config import CollectConfig, ScoreConfig, ScoringOptions
@@ -82,6 +85,39 @@ def test_stored_metrics_equal_the_naive_scorer(collected, tiny_pair):
                 np.testing.assert_allclose(t[key].astype(float), want, atol=1e-5, err_msg=key)
         assert (t.teacher_top1 == (t.teacher_rank == 0)).all()
     assert (tokens.kl_reverse >= 0).all() and (tokens.kl_forward >= 0).all()
+
+
+def test_collected_tokens_hold_the_teacher_argmax_and_mass_columns(collected):
+    tokens = collected.dataset("tokens").schema
+    assert tokens.field("teacher_argmax").type == pa.int32()
+    assert tokens.field("teacher_mass_student_topk").type == pa.float32()
+    t = collected.to_pandas("tokens")
+    assert ((t.teacher_mass_student_topk >= 0) & (t.teacher_mass_student_topk <= 1)).all()
+    assert (t.teacher_top1 == (t.token_id == t.teacher_argmax)).all()  # rank 0 <=> y_t is the argmax (no ties)
+
+
+def test_an_older_dataset_without_the_new_columns_validates_and_fits(collected, tmp_path, capsys):
+    """Datasets written before teacher_argmax / teacher_mass_student_topk existed still open, verify and fit; asking
+    for a missing column says how to add it."""
+    from drift.cli import main
+    from drift.schema import NEWER_COLUMNS
+
+    old = tmp_path / "old"
+    shutil.copytree(collected.root, old)
+    for part in sorted((old / "tokens").glob("*.parquet")):
+        pq.write_table(pq.read_table(part).drop_columns(list(NEWER_COLUMNS)), part)
+    ds = open_dataset(old)
+    assert ds.verify() == [] and not set(NEWER_COLUMNS) & set(ds.dataset("tokens").schema.names)
+    validate_schema(ds.dataset("tokens").schema, "tokens")
+    assert len(ds.to_pandas("tokens")) == collected.manifest["n_tokens"]
+    assert main(["fit", str(old), "--metric", "kl_reverse", "--bins", "3", "--n-boot", "50", "--out",
+                 str(tmp_path / "fit")]) == 0
+    assert (tmp_path / "fit" / "fits.json").is_file()
+    capsys.readouterr()
+    assert main(["fit", str(old), "--metric", "teacher_mass_student_topk", "--bins", "3", "--n-boot", "50",
+                 "--out", str(tmp_path / "fit2")]) == 2
+    err = capsys.readouterr().err
+    assert "'teacher_mass_student_topk' is not in this dataset" in err and "drift score --rollouts" in err
 
 
 def test_parquet_metadata_names_estimator_and_models(collected):

@@ -136,6 +136,9 @@ def test_merge_exact_values_ranks_topk_and_recomputed_columns(tmp_path, setup):
     old, new = _by_rollout(ds), _by_rollout(out)
     cols = set(next(iter(new.values())).columns)
     assert not set(FULL_VOCAB_COLUMNS) & cols  # the old teacher's full-vocab columns are gone, not zero
+    notes = out.manifest["source_notes"]
+    assert "teacher_argmax" in notes["replaced_columns"] and "teacher_mass_student_topk" in notes["dropped_columns"]
+    assert next(iter(new.values())).teacher_argmax.dtype == np.int32
     roll = {(r["step"], r["prompt_id"], r["sample_id"]): r for r in out.read("rollouts").to_pylist()}
     for row in rows:
         key = (row["step"], row["prompt_id"], row["sample_id"])
@@ -156,6 +159,7 @@ def test_merge_exact_values_ranks_topk_and_recomputed_columns(tmp_path, setup):
             assert t.teacher_rank.iloc[j] == int((row_lp > row_lp[y]).sum())  # 0-based (no ties here)
             top = np.argsort(-row_lp, kind="stable")[:K]
             assert list(t.teacher_topk_ids.iloc[j]) == top.tolist()
+            assert t.teacher_argmax.iloc[j] == top[0]  # the rank-1 entry of the list, not the old teacher's
             np.testing.assert_allclose(t.teacher_topk_logprobs.iloc[j], row_lp[top], atol=1e-6)
         assert (t.teacher_top1 == (t.teacher_rank == 0)).all() and (t.teacher_id == "vt").all()
         assert r["prompt_key"] == row["prompt_key"] and r["teacher_prompt_ids"] == row["teacher_prompt_ids"]
@@ -164,6 +168,31 @@ def test_merge_exact_values_ranks_topk_and_recomputed_columns(tmp_path, setup):
     assert len(chat["teacher_prompt_ids"]) > len(chat["student_prompt_ids"])  # the shift trap is exercised
     ranks = np.concatenate([g.teacher_rank.to_numpy() for g in new.values()])
     assert (ranks >= 0).all() and (ranks > K - 1).any() and (ranks < K).any()  # in and outside the top K
+
+
+def test_teacher_argmax_is_absent_without_a_top_k_list_and_says_why(tmp_path, setup):
+    """prompt_logprobs=0 scores the realized token only: no list, so no argmax column (absent, never guessed)."""
+    from drift.schema import support_hint
+
+    ds, rows, V, _, _ = setup
+    src = _write(tmp_path / "a.jsonl", [request_output(r, V, k=0) for r in rows])
+    out = import_from_config(_cfg(tmp_path, src, ds))
+    assert out.metadata["support"] == "topk" and out.metadata["k"] == 0
+    tok = out.read("tokens")
+    assert "teacher_argmax" not in tok.column_names and "teacher_rank" in tok.column_names
+    assert "prompt_logprobs >= 1" in support_hint("teacher_argmax", "topk")
+    assert out.verify() == []
+
+
+def test_topk_argmax_takes_the_listed_id_of_largest_logprob_ties_to_the_lower_id():
+    from drift.ingest.records import ImportedRollout, topk_argmax
+
+    r = ImportedRollout(prompt_ids=[1], response_ids=[5, 6, 7], teacher_topk_ids=[[9, 3, 4], [8, 2], [4]],
+                        teacher_topk_logprobs=[[-0.5, -0.5, -2.0], [-1.0, -0.1], [-0.2]])
+    assert topk_argmax([r, r]).tolist() == [3, 2, 4, 3, 2, 4]
+    r.teacher_topk_ids[1] = []
+    r.teacher_topk_logprobs[1] = []
+    assert topk_argmax([r]) is None
 
 
 def test_unscored_rollouts_are_dropped_and_counted_duplicates_keep_the_first(tmp_path, setup):

@@ -1,5 +1,9 @@
 """Supervised training and evaluation of the small Llama models that live in an oracle world.
 
+Any :class:`~drift.worlds.base.World` works: the world's ``sft_sampler`` draws the training sequences (with
+optional per-token loss masks, e.g. the plan-cipher world's :class:`~drift.worlds.plan_cipher.PlanData`) and
+``slot_groups`` names the slots :func:`evaluate` also reports separately (e.g. the plan-cipher key).
+
 The recipe (measured on a 2-core CPU): train a plain ``LlamaForCausalLM`` (tied embeddings, 4 heads) on
 correct sequences only, with the loss on the response tokens including the EOS; AdamW with linear warm-up and
 cosine decay, gradient clipping, and a *length curriculum*: the most input symbols per example rises linearly
@@ -31,7 +35,7 @@ import torch
 
 from drift.config import Checks, config_to_dict, opt
 from drift.runtime.padding import pad as pad_rows
-from drift.worlds.translate_copy import TranslateCopyWorld
+from drift.worlds.base import World
 
 __all__ = [
     "SFTConfig",
@@ -41,6 +45,7 @@ __all__ = [
     "sample_rollouts",
     "supervision_quality",
     "teacher_forced_accuracy",
+    "teacher_forced_hits",
     "train_world_model",
 ]
 
@@ -91,7 +96,7 @@ class SFTConfig:
 
 
 # ------------------------------------------------------------------------------------------------- model
-def build_model(world: TranslateCopyWorld, tokenizer: Any, cfg: SFTConfig) -> Any:
+def build_model(world: World, tokenizer: Any, cfg: SFTConfig) -> Any:
     """A freshly initialised ``LlamaForCausalLM`` for ``world`` (seeded by ``cfg.seed``).
 
     The vocabulary is the tokenizer's, embeddings are tied, and pad/bos/eos ids are set in both the model
@@ -100,7 +105,7 @@ def build_model(world: TranslateCopyWorld, tokenizer: Any, cfg: SFTConfig) -> An
     from transformers import LlamaConfig, LlamaForCausalLM
 
     sp = world.special_ids(tokenizer)
-    max_positions = 1 << math.ceil(math.log2(2 * world.max_len + 4))
+    max_positions = 1 << math.ceil(math.log2(world.max_sequence_len + 1))
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=cfg.width, intermediate_size=cfg.mlp_ratio * cfg.width,
         num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads, num_key_value_heads=cfg.heads,
@@ -120,38 +125,24 @@ def n_parameters(model: torch.nn.Module) -> int:
 
 
 # -------------------------------------------------------------------------------------------------- data
-def _sft_batch(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]],
-               pad: int) -> dict[str, torch.Tensor]:
-    """Right-padded ``input_ids``/``attention_mask``/``labels`` with the loss on response tokens only."""
+def _sft_batch(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], pad: int,
+               loss_masks: Sequence[Sequence[bool] | None] | None = None) -> dict[str, torch.Tensor]:
+    """Right-padded ``input_ids``/``attention_mask``/``labels`` with the loss on response tokens only.
+
+    ``loss_masks[b][t]`` False drops response token ``t`` of row ``b`` from the loss (None: keep all).
+    """
     ids_B_L, mask_B_L = pad_rows([[*p, *r] for p, r in zip(prompts, responses, strict=True)], pad, side="right")
     labels_B_L = torch.full_like(ids_B_L, -100)
-    for b, (p, r) in enumerate(zip(prompts, responses, strict=True)):
-        labels_B_L[b, len(p):len(p) + len(r)] = torch.as_tensor(list(r), dtype=torch.long)
+    masks = loss_masks if loss_masks is not None else [None] * len(prompts)
+    for b, (p, r, m) in enumerate(zip(prompts, responses, masks, strict=True)):
+        labels_T = torch.as_tensor(list(r), dtype=torch.long)
+        if m is not None:
+            labels_T[~torch.as_tensor(list(m), dtype=torch.bool)] = -100
+        labels_B_L[b, len(p):len(p) + len(r)] = labels_T
     return {"input_ids": ids_B_L, "attention_mask": mask_B_L, "labels": labels_B_L}
 
 
-class _Encoder:
-    """Turns symbol lists into (prompt ids, correct response ids) without going through text."""
-
-    def __init__(self, world: TranslateCopyWorld, tokenizer: Any) -> None:
-        self.world = world
-        self.sp = world.special_ids(tokenizer)
-        self.in_ids, self.out_ids = world.symbol_ids(tokenizer)
-        self.f_table = np.array([world.f(x) for x in range(world.n_symbols)], dtype=np.int64)
-
-    def encode(self, symbols: Sequence[int]) -> tuple[list[int], list[int]]:
-        x = np.asarray(symbols, dtype=np.int64)
-        prompt = [self.sp["bos"], *self.in_ids[x].tolist(), self.sp["sep"]]
-        response = [*self.out_ids[self.f_table[x]].tolist(), self.sp["eos"]]
-        return prompt, response
-
-    def sample(self, rng: np.random.Generator, count: int, lo: int,
-               hi: int) -> list[tuple[list[int], list[int]]]:
-        lengths = rng.integers(lo, hi + 1, size=count)
-        return [self.encode(rng.permutation(self.world.n_symbols)[:n]) for n in lengths]
-
-
-def _length_bounds(world: TranslateCopyWorld, cfg: SFTConfig, step: int) -> tuple[int, int]:
+def _length_bounds(world: World, cfg: SFTConfig, step: int) -> tuple[int, int]:
     """Fewest and most input symbols per training example at ``step`` (the length curriculum)."""
     start = min(cfg.curriculum_start, world.max_len)
     frac = 1.0 if cfg.curriculum_steps == 0 else min(1.0, step / cfg.curriculum_steps)
@@ -160,28 +151,31 @@ def _length_bounds(world: TranslateCopyWorld, cfg: SFTConfig, step: int) -> tupl
 
 
 # -------------------------------------------------------------------------------------------- training
-def train_world_model(world: TranslateCopyWorld, tokenizer: Any, cfg: SFTConfig, *,
+def train_world_model(world: World, tokenizer: Any, cfg: SFTConfig, *, data: Any = None,
                       progress: bool = True) -> tuple[Any, dict[str, Any]]:
-    """Train one world model by supervised learning on correct sequences.
+    """Train one world model by supervised learning on the world's training sequences.
 
     Args:
         world: the task.
-        tokenizer: the world tokenizer (:meth:`TranslateCopyWorld.build_tokenizer`).
+        tokenizer: the world tokenizer (``world.build_tokenizer()``).
         cfg: architecture, optimisation and stopping rule.
+        data: the world's training-data options (passed to ``world.sft_sampler``; None: its defaults).
         progress: show a tqdm bar on stderr.
 
     Returns:
-        ``(model, log)``: the model in eval mode, and a JSON-able log with the config, parameter count,
+        ``(model, log)``: the model in eval mode, and a JSON-able log with the config, the data options (when
+        given), parameter count,
         wall time, the evaluations ``[{"step", "loss", "token_acc"}]``, the selected step (the stop of a
         student, or the last step) and whether the ``select_token_acc`` target was reached.
     """
     from tqdm.auto import tqdm
 
     model = build_model(world, tokenizer, cfg)
-    enc = _Encoder(world, tokenizer)
+    sampler = world.sft_sampler(tokenizer, data)
+    pad = world.special_ids(tokenizer)["pad"]
     data_rng = np.random.default_rng([cfg.seed, 0])
     sel_rng = np.random.default_rng([cfg.seed, 1])
-    selection = [enc.encode(world.sample_symbols(sel_rng)) for _ in range(cfg.eval_prompts)]
+    selection = sampler.selection(sel_rng, cfg.eval_prompts)
 
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
@@ -202,8 +196,9 @@ def train_world_model(world: TranslateCopyWorld, tokenizer: Any, cfg: SFTConfig,
     for step in bar:
         model.train()
         lo, hi = _length_bounds(world, cfg, step - 1)
-        pairs = enc.sample(data_rng, cfg.batch, lo, hi)
-        batch = _sft_batch([p for p, _ in pairs], [r for _, r in pairs], enc.sp["pad"])
+        examples = sampler.sample(data_rng, cfg.batch, lo, hi)
+        batch = _sft_batch([e.prompt for e in examples], [e.response for e in examples], pad,
+                           [e.loss_mask for e in examples])
         loss = model(**batch).loss
         optim.zero_grad(set_to_none=True)
         loss.backward()
@@ -212,8 +207,8 @@ def train_world_model(world: TranslateCopyWorld, tokenizer: Any, cfg: SFTConfig,
         sched.step()
         loss_value = loss.item()
         if step >= cfg.eval_from and (step % cfg.eval_every == 0 or step == cfg.steps):
-            acc = teacher_forced_accuracy(model, [p for p, _ in selection], [r for _, r in selection],
-                                          pad=enc.sp["pad"])
+            acc = teacher_forced_accuracy(model, [e.prompt for e in selection], [e.response for e in selection],
+                                          pad=pad)
             evals.append({"step": step, "loss": round(loss_value, 5), "token_acc": round(acc, 5)})
             bar.set_postfix(loss=f"{loss_value:.3f}", acc=f"{acc:.3f}", n=hi)
             logger.info("step %d loss %.4f token_acc %.4f (n<=%d)", step, loss_value, acc, hi)
@@ -222,7 +217,8 @@ def train_world_model(world: TranslateCopyWorld, tokenizer: Any, cfg: SFTConfig,
                 break
     bar.close()
     model.eval()
-    log = {"config": config_to_dict(cfg), "n_parameters": n_parameters(model),
+    log = {"config": config_to_dict(cfg), **({"data": config_to_dict(data)} if data is not None else {}),
+           "n_parameters": n_parameters(model),
            "wall_time_s": round(time.perf_counter() - t0, 1), "selected_step": selected,
            "select_target_reached": reached if cfg.select_token_acc is not None else None, "evals": evals}
     if cfg.select_token_acc is not None and not reached:
@@ -243,20 +239,26 @@ def _response_logits(model: Any, prompts: Sequence[Sequence[int]], responses: Se
 
 
 @torch.no_grad()
-def teacher_forced_accuracy(model: Any, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]],
-                            *, pad: int, batch_size: int = 64) -> float:
-    """Token accuracy given correct prefixes: the mean over all tokens of ``[argmax p(.|x, r_<t) == r_t]``."""
+def teacher_forced_hits(model: Any, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]],
+                        *, pad: int, batch_size: int = 64) -> list[np.ndarray]:
+    """Per example, ``hit_T[t] = [argmax p(.|x, r_<t) == r_t]`` given the correct prefixes (bool arrays)."""
     was_training = model.training
     model.eval()
-    hits = total = 0
+    out: list[np.ndarray] = []
     for i in range(0, len(prompts), batch_size):
         chunk_r = responses[i:i + batch_size]
         for logits_T_V, r in zip(_response_logits(model, prompts[i:i + batch_size], chunk_r, pad), chunk_r,
                                  strict=True):
-            hits += int((logits_T_V.argmax(-1) == torch.as_tensor(list(r))).sum())
-            total += len(r)
+            out.append((logits_T_V.argmax(-1) == torch.as_tensor(list(r))).numpy())
     model.train(was_training)
-    return hits / max(total, 1)
+    return out
+
+
+def teacher_forced_accuracy(model: Any, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]],
+                            *, pad: int, batch_size: int = 64) -> float:
+    """Token accuracy given correct prefixes: the mean over all tokens of ``[argmax p(.|x, r_<t) == r_t]``."""
+    hits = teacher_forced_hits(model, prompts, responses, pad=pad, batch_size=batch_size)
+    return sum(int(h.sum()) for h in hits) / max(sum(len(h) for h in hits), 1)
 
 
 @torch.no_grad()
@@ -287,7 +289,7 @@ def _prompt_ids(records: Sequence[dict[str, Any]], tokenizer: Any) -> list[list[
     return [list(tokenizer(r["prompt"])["input_ids"]) for r in records]
 
 
-def evaluate(model: Any, world: TranslateCopyWorld, tokenizer: Any, records: Sequence[dict[str, Any]], *,
+def evaluate(model: Any, world: World, tokenizer: Any, records: Sequence[dict[str, Any]], *,
              seed: int = 0, batch_size: int = 64) -> dict[str, Any]:
     """Accuracy of a world model on prompt rows (``{"prompt": ...}``, as written by ``make_prompt_records``).
 
@@ -295,53 +297,77 @@ def evaluate(model: Any, world: TranslateCopyWorld, tokenizer: Any, records: Seq
         ``token_acc`` (teacher-forced, over all response tokens incl. EOS), ``greedy_exact`` and
         ``sampled_exact`` (free-running exact match, greedy and temperature-1 sampling), and
         ``greedy_first_error_median`` / ``sampled_first_error_median``: the median 0-based slot of the first
-        wrong token among the rollouts that are wrong (None if none are).
+        wrong token among the rollouts that are wrong (None if none are). For each slot group ``g`` of the
+        world (:meth:`World.slot_groups`, e.g. ``key``), also ``token_acc_g`` (teacher-forced, over the
+        group's slots) and ``greedy_exact_g`` / ``sampled_exact_g`` (share of rollouts whose slots in the
+        group all hold the correct token).
     """
     prompts = _prompt_ids(records, tokenizer)
     correct = [world.correct_response_ids(p, tokenizer) for p in prompts]
+    groups = [world.slot_groups(p, tokenizer) for p in prompts]
     sp = world.special_ids(tokenizer)
+    hits = teacher_forced_hits(model, prompts, correct, pad=sp["pad"], batch_size=batch_size)
     result: dict[str, Any] = {"n_prompts": len(prompts),
-                              "token_acc": teacher_forced_accuracy(model, prompts, correct, pad=sp["pad"],
-                                                                   batch_size=batch_size)}
+                              "token_acc": sum(int(h.sum()) for h in hits) / max(sum(len(h) for h in hits), 1)}
+    names = list(groups[0]) if groups else []
+    for g in names:
+        result[f"token_acc_{g}"] = (sum(int(h[m[g]].sum()) for h, m in zip(hits, groups, strict=True))
+                                    / max(sum(int(m[g].sum()) for m in groups), 1))
     for mode, do_sample in (("greedy", False), ("sampled", True)):
         rollouts = sample_rollouts(model, prompts, eos=sp["eos"], pad=sp["pad"], do_sample=do_sample,
-                                   max_new_tokens=world.max_len + 2, seed=seed, batch_size=batch_size)
+                                   max_new_tokens=world.max_response_len + 1, seed=seed, batch_size=batch_size)
         exact = [world.verify(p, r, tokenizer) for p, r in zip(prompts, rollouts, strict=True)]
         errors = [e for p, r in zip(prompts, rollouts, strict=True)
                   if (e := world.first_error(p, r, tokenizer)) is not None]
         result[f"{mode}_exact"] = float(np.mean(exact))
         result[f"{mode}_first_error_median"] = float(np.median(errors)) if errors else None
+        for g in names:
+            result[f"{mode}_exact_{g}"] = float(np.mean([
+                _group_right(c, r, m[g]) for c, r, m in zip(correct, rollouts, groups, strict=True)]))
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}
 
 
+def _group_right(correct: Sequence[int], response: Sequence[int], group_T: np.ndarray) -> float:
+    """1.0 iff ``response`` holds the correct token at every slot of the group (a missing slot is wrong)."""
+    slots = np.flatnonzero(group_T)
+    return float(all(t < len(response) and response[t] == correct[t] for t in slots))
+
+
 @torch.no_grad()
-def supervision_quality(teacher: Any, world: TranslateCopyWorld, tokenizer: Any,
+def supervision_quality(teacher: Any, world: World, tokenizer: Any,
                         prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], *,
                         batch_size: int = 64) -> dict[str, Any]:
     """How often the teacher's argmax names the oracle token, on clean prefixes vs prefixes holding an error.
 
     For every response slot ``t`` with an oracle token (``t <= n``), ``hit_t = [argmax_v p_teacher(v | prompt,
-    r_<t) == oracle_t]``; slots are split by :meth:`TranslateCopyWorld.oracle_prefix_ok`.
+    r_<t) == oracle_t]``; slots are split by :meth:`World.oracle_prefix_ok`. On the error split also
+    ``agree_t = [argmax_v p_teacher(v | prompt, r_<t) == r_t]``: the teacher names the token the rollout holds,
+    i.e. it follows the error instead of pointing back to the oracle.
 
     Returns:
-        ``clean_acc``, ``error_acc`` (None where a split is empty), and token counts ``n_clean``, ``n_error``.
+        ``clean_acc``, ``error_acc``, ``error_agree`` (None where a split is empty), and token counts
+        ``n_clean``, ``n_error``.
     """
     teacher.eval()
     pad = world.special_ids(tokenizer)["pad"]
     hits = {True: 0, False: 0}
     counts = {True: 0, False: 0}
+    agree = 0
     for i in range(0, len(prompts), batch_size):
         chunk_p, chunk_r = prompts[i:i + batch_size], responses[i:i + batch_size]
         for logits_T_V, p, r in zip(_response_logits(teacher, chunk_p, chunk_r, pad), chunk_p, chunk_r,
                                     strict=True):
             oracle_T = world.oracle_tokens(p, r, tokenizer)
             ok_T = world.oracle_prefix_ok(p, r, tokenizer)
-            hit_T = logits_T_V.argmax(-1).numpy() == oracle_T
+            argmax_T = logits_T_V.argmax(-1).numpy()
+            hit_T = argmax_T == oracle_T
             valid_T = oracle_T >= 0
             for clean in (True, False):
                 sel_T = valid_T & (ok_T == clean)
                 hits[clean] += int(hit_T[sel_T].sum())
                 counts[clean] += int(sel_T.sum())
+            agree += int((argmax_T == np.asarray(list(r)))[valid_T & ~ok_T].sum())
     return {"clean_acc": round(hits[True] / counts[True], 4) if counts[True] else None,
             "error_acc": round(hits[False] / counts[False], 4) if counts[False] else None,
+            "error_agree": round(agree / counts[False], 4) if counts[False] else None,
             "n_clean": counts[True], "n_error": counts[False]}

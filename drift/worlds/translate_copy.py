@@ -24,79 +24,24 @@ Ground truth. :meth:`TranslateCopyWorld.oracle_tokens` gives the correct token a
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import weakref
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from drift.config import Checks, config_to_dict, opt
-from drift.errors import DatasetError, InputFormatError
+from drift.config import Checks, opt
+from drift.errors import InputFormatError
+from drift.worlds import base
+from drift.worlds.base import SPECIAL_TOKENS, WORLD_FILE, IdsLike, SFTExample, read_world_file
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
 
 __all__ = ["SPECIAL_TOKENS", "WORLD_FILE", "TranslateCopyWorld", "read_world_file"]
-
-WORLD_FILE = "world.json"
-"""File name of a saved world inside its folder."""
-
-SPECIAL_TOKENS: dict[str, str] = {
-    "pad_token": "<pad>",
-    "bos_token": "<bos>",
-    "sep_token": "<sep>",
-    "eos_token": "<eos>",
-    "unk_token": "<unk>",
-}
-"""Special tokens of the world tokenizer, in vocabulary order (ids 0..4)."""
-
-IdsLike = Sequence[int] | np.ndarray
-
-
-def read_world_file(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The JSON object of a saved world (``path`` = a folder holding ``world.json``, or the file itself).
-
-    Raises:
-        DatasetError: if there is no world description at ``path``.
-        InputFormatError: if the file is not valid JSON or not a JSON object.
-    """
-    source = Path(path)
-    if source.is_dir():
-        source = source / WORLD_FILE
-    if not source.is_file():
-        raise DatasetError(f"no world description at {source}; build the oracle world with `python -m "
-                           "scripts.make_oracle_world --out DIR`, or pass the folder holding world.json")
-    try:
-        data = json.loads(source.read_text())
-    except json.JSONDecodeError as exc:
-        raise InputFormatError(f"{source} is not valid JSON (line {exc.lineno}): {exc.msg}") from exc
-    if not isinstance(data, dict):
-        raise InputFormatError(f"{source} must hold a JSON object describing a world")
-    return data
-
-
-def _as_id_list(ids: Any) -> list[int]:
-    """Plain list of ints from a list, numpy array or (CPU) torch tensor of token ids."""
-    return [int(i) for i in np.asarray(ids).reshape(-1).tolist()]
-
-
-_IDS: weakref.WeakKeyDictionary[Any, dict[Any, Any]] = weakref.WeakKeyDictionary()
-"""Per tokenizer, per (world, what): the special and alphabet ids, looked up once (a verifier calls them per row)."""
-
-
-def _cached(tokenizer: Any, key: Any, make: Any) -> Any:
-    try:
-        per = _IDS.setdefault(tokenizer, {})
-    except TypeError:  # a tokenizer that cannot be weakly referenced: no cache
-        return make()
-    if key not in per:
-        per[key] = make()
-    return per[key]
 
 
 @dataclass(frozen=True)
@@ -176,47 +121,17 @@ class TranslateCopyWorld:
             A ``transformers.PreTrainedTokenizerFast`` with bos/eos/pad/unk/sep set (right padding; callers
             may set ``padding_side``).
         """
-        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-        from transformers import PreTrainedTokenizerFast
-
-        vocab = self.vocab()
-        core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=SPECIAL_TOKENS["unk_token"]))
-        core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-        core.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # joins word-level tokens with " "
-        bos = SPECIAL_TOKENS["bos_token"]
-        core.post_processor = processors.TemplateProcessing(
-            single=f"{bos} $A", pair=f"{bos} $A $B:1", special_tokens=[(bos, vocab[bos])])
-        tok = PreTrainedTokenizerFast(tokenizer_object=core, clean_up_tokenization_spaces=False,
-                                      model_max_length=2 * self.max_len + 3, **SPECIAL_TOKENS)
-        return tok
+        return base.word_level_tokenizer(self.vocab(), self.max_sequence_len)
 
     def special_ids(self, tokenizer: Any) -> dict[str, int]:
         """Ids of ``bos``, ``sep``, ``eos`` and ``pad`` in ``tokenizer`` (raises if one is missing)."""
-        return dict(_cached(tokenizer, (self, "special"), lambda: self._special_ids(tokenizer)))
-
-    def _special_ids(self, tokenizer: Any) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for key in ("bos", "sep", "eos", "pad"):
-            tid = tokenizer.convert_tokens_to_ids(SPECIAL_TOKENS[f"{key}_token"])
-            if tid is None or tid == tokenizer.unk_token_id:
-                raise InputFormatError(f"tokenizer has no {SPECIAL_TOKENS[f'{key}_token']} token; build it "
-                                       "with TranslateCopyWorld.build_tokenizer()")
-            out[key] = int(tid)
-        return out
+        return base.special_ids(self, tokenizer)
 
     def symbol_ids(self, tokenizer: Any) -> tuple[np.ndarray, np.ndarray]:
         """Token ids of the input and output alphabets: ``(in_ids[x], out_ids[y])``, each n_symbols long."""
-        in_ids, out_ids = _cached(tokenizer, (self, "symbols"), lambda: self._symbol_ids(tokenizer))
-        return in_ids.copy(), out_ids.copy()
-
-    def _symbol_ids(self, tokenizer: Any) -> tuple[np.ndarray, np.ndarray]:
         symbols = range(self.n_symbols)
-        in_ids = np.asarray(tokenizer.convert_tokens_to_ids([self.input_token(x) for x in symbols]))
-        out_ids = np.asarray(tokenizer.convert_tokens_to_ids([self.output_token(y) for y in symbols]))
-        if np.any(in_ids == tokenizer.unk_token_id) or np.any(out_ids == tokenizer.unk_token_id):
-            raise InputFormatError("tokenizer does not cover this world's alphabet (n_symbols="
-                                   f"{self.n_symbols}); build it with TranslateCopyWorld.build_tokenizer()")
-        return in_ids.astype(np.int64), out_ids.astype(np.int64)
+        return (base.token_ids(self, tokenizer, "input", [self.input_token(x) for x in symbols]),
+                base.token_ids(self, tokenizer, "output", [self.output_token(y) for y in symbols]))
 
     # -------------------------------------------------------------------------------------------- examples
     def sample_symbols(self, rng: np.random.Generator, n: int | None = None) -> list[int]:
@@ -246,23 +161,11 @@ class TranslateCopyWorld:
             exclude: prompt texts that must not appear (e.g. the training prompts, to keep a held-out set
                 disjoint); a sampled prompt that is excluded or already drawn is redrawn.
         """
-        seen = set(exclude)
-        rows: list[dict[str, str]] = []
-        tries = 1000 * count + 1000
-        for _ in range(tries):
-            if len(rows) == count:
-                break
+        def draw() -> tuple[str, str]:
             symbols = self.sample_symbols(rng)
-            prompt = self.prompt_text(symbols)
-            if prompt in seen:
-                continue
-            seen.add(prompt)
-            rows.append({"id": f"{id_prefix}-{len(rows):05d}", "prompt": prompt,
-                         "answer": self.answer_text(symbols), "task": self.name})
-        else:
-            raise ValueError(f"could not draw {count} distinct prompts in {tries} tries; the world has too "
-                             "few distinct prompts (raise max_len or n_symbols)")
-        return rows
+            return self.prompt_text(symbols), self.answer_text(symbols)
+
+        return base.draw_prompt_records(draw, count, id_prefix, self.name, exclude=exclude)
 
     # -------------------------------------------------------------------------------------------- oracles
     def parse_prompt_ids(self, prompt_ids: IdsLike, tokenizer: Any) -> list[int]:
@@ -273,7 +176,7 @@ class TranslateCopyWorld:
         """
         sp = self.special_ids(tokenizer)
         skip = {sp["bos"], sp["sep"], sp["pad"]}
-        ids = [i for i in _as_id_list(prompt_ids) if i not in skip]
+        ids = [i for i in base.as_id_list(prompt_ids) if i not in skip]
         symbols = []
         prefix, width = "i", self._width
         for tok in tokenizer.convert_ids_to_tokens(ids):
@@ -300,12 +203,8 @@ class TranslateCopyWorld:
         Returns:
             int64 array of length ``len(response_ids)``.
         """
-        T = len(_as_id_list(response_ids))
-        correct = self.correct_response_ids(prompt_ids, tokenizer)
-        oracle_T = np.full(T, -1, dtype=np.int64)
-        k = min(T, len(correct))
-        oracle_T[:k] = correct[:k]
-        return oracle_T
+        return base.oracle_tokens(self.correct_response_ids(prompt_ids, tokenizer),
+                                  len(base.as_id_list(response_ids)))
 
     def oracle_prefix_ok(self, prompt_ids: IdsLike, response_ids: IdsLike, tokenizer: Any) -> np.ndarray:
         """Whether the response prefix *before* slot ``t`` is error-free (exclusive: slot 0 is always True).
@@ -315,12 +214,7 @@ class TranslateCopyWorld:
         Returns:
             bool array of length ``len(response_ids)``.
         """
-        response_T = np.asarray(_as_id_list(response_ids), dtype=np.int64)
-        match_T = response_T == self.oracle_tokens(prompt_ids, response_T, tokenizer)
-        ok_T = np.ones(len(response_T), dtype=bool)
-        if len(response_T) > 1:
-            ok_T[1:] = np.cumprod(match_T[:-1]).astype(bool)
-        return ok_T
+        return base.oracle_prefix_ok(self.correct_response_ids(prompt_ids, tokenizer), response_ids)
 
     def first_error(self, prompt_ids: IdsLike, response_ids: IdsLike, tokenizer: Any) -> int | None:
         """Slot of the first response token that differs from the oracle; None for an exactly correct reply.
@@ -328,34 +222,42 @@ class TranslateCopyWorld:
         A response that stops before its EOS slot has its first error at ``len(response_ids)`` (the missing
         token); trailing ``<pad>`` after a correct EOS is ignored.
         """
-        response = self._strip_trailing_pad(response_ids, tokenizer)
-        correct = self.correct_response_ids(prompt_ids, tokenizer)
-        for t, (got, want) in enumerate(zip(response, correct, strict=False)):
-            if got != want:
-                return t
-        if len(response) == len(correct):
-            return None
-        return min(len(response), len(correct))
+        return base.first_error(self.correct_response_ids(prompt_ids, tokenizer), response_ids,
+                                self.special_ids(tokenizer)["pad"])
 
     def verify(self, prompt_ids: IdsLike, response_ids: IdsLike, tokenizer: Any) -> float:
         """Exact-match verifier: 1.0 iff the response is the correct answer ids followed by EOS, else 0.0.
 
         Trailing ``<pad>`` tokens after the response (from batched, right-padded generation) are ignored.
         """
-        response = self._strip_trailing_pad(response_ids, tokenizer)
-        return float(response == self.correct_response_ids(prompt_ids, tokenizer))
+        return base.verify(self.correct_response_ids(prompt_ids, tokenizer), response_ids,
+                           self.special_ids(tokenizer)["pad"])
 
-    def _strip_trailing_pad(self, response_ids: IdsLike, tokenizer: Any) -> list[int]:
-        response = _as_id_list(response_ids)
-        pad = self.special_ids(tokenizer)["pad"]
-        while response and response[-1] == pad:
-            response.pop()
-        return response
+    def slot_groups(self, prompt_ids: IdsLike, tokenizer: Any) -> dict[str, np.ndarray]:
+        """No named slot groups: every slot of this world is the same kind of step."""
+        return {}
+
+    @property
+    def max_response_len(self) -> int:
+        """Most tokens of a correct response: ``max_len`` symbols and the EOS."""
+        return self.max_len + 1
+
+    @property
+    def max_sequence_len(self) -> int:
+        """Most tokens of ``<bos> x.. <sep>`` plus its correct response."""
+        return self.max_len + 2 + self.max_response_len
+
+    # ------------------------------------------------------------------------------------------- training
+    def sft_sampler(self, tokenizer: Any, data: None = None) -> _TranslateSampler:
+        """Supervised training data: correct sequences, loss on every response token (no data options)."""
+        if data is not None:
+            raise InputFormatError(f"the {self.name} world takes no training-data options, got {data!r}")
+        return _TranslateSampler(self, tokenizer)
 
     # ------------------------------------------------------------------------------------------ persistence
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON description ``{"name": "translate_copy", "n_symbols": ..., ...}``."""
-        return {"name": self.name, **config_to_dict(self)}
+        return base.world_to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TranslateCopyWorld:
@@ -365,25 +267,11 @@ class TranslateCopyWorld:
             InputFormatError: if ``data`` names another world or holds unknown keys.
             ConfigError: if the values are invalid.
         """
-        if not isinstance(data, dict):
-            raise InputFormatError(f"a world description must be a JSON object, got {type(data).__name__}")
-        name = data.get("name", cls.name)
-        if name != cls.name:
-            raise InputFormatError(f"world name is {name!r}, expected {cls.name!r}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known - {"name"})
-        if unknown:
-            raise InputFormatError(f"unknown keys in world description: {unknown}; known: {sorted(known)}")
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return base.world_from_dict(cls, data)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the world as JSON to ``path/world.json``, or to ``path`` itself if it ends in ``.json``."""
-        target = Path(path)
-        if target.suffix != ".json":
-            target = target / WORLD_FILE
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        return target
+        return base.save_world(self, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> TranslateCopyWorld:
@@ -394,3 +282,29 @@ class TranslateCopyWorld:
             InputFormatError: if it is not valid JSON or does not describe this world.
         """
         return cls.from_dict(read_world_file(path))
+
+
+class _TranslateSampler:
+    """Turns symbol lists into correct training examples without going through text (an ``SFTSampler``)."""
+
+    def __init__(self, world: TranslateCopyWorld, tokenizer: Any) -> None:
+        self.world = world
+        self.sp = world.special_ids(tokenizer)
+        self.in_ids, self.out_ids = world.symbol_ids(tokenizer)
+        self.f_table = np.array([world.f(x) for x in range(world.n_symbols)], dtype=np.int64)
+
+    def encode(self, symbols: Sequence[int]) -> SFTExample:
+        """The correct example of ``symbols``."""
+        x = np.asarray(symbols, dtype=np.int64)
+        prompt = [self.sp["bos"], *self.in_ids[x].tolist(), self.sp["sep"]]
+        response = [*self.out_ids[self.f_table[x]].tolist(), self.sp["eos"]]
+        return SFTExample(prompt, response)
+
+    def sample(self, rng: np.random.Generator, count: int, lo: int, hi: int) -> list[SFTExample]:
+        """``count`` correct examples with ``lo..hi`` distinct input symbols (uniform)."""
+        lengths = rng.integers(lo, hi + 1, size=count)
+        return [self.encode(rng.permutation(self.world.n_symbols)[:n]) for n in lengths]
+
+    def selection(self, rng: np.random.Generator, count: int) -> list[SFTExample]:
+        """``count`` correct examples of the world's length range."""
+        return [self.encode(self.world.sample_symbols(rng)) for _ in range(count)]

@@ -12,7 +12,8 @@ from typing import Any
 
 from drift.errors import ConfigError
 
-__all__ = ["PATH_FIELDS", "PRESETS", "apply_preset", "check_world_values", "preset_values", "world_values"]
+__all__ = ["PATH_FIELDS", "PRESETS", "apply_preset", "check_world_values", "preset_values", "world_max_new_tokens",
+           "world_values"]
 
 #: Fields that name files: a preset fills them when they are empty.
 PATH_FIELDS = ("student", "teacher", "prompts", "heldout_prompts", "world")
@@ -24,10 +25,34 @@ def _oracle_dir() -> Path:
     return DATA_DIR / "oracle"
 
 
+#: Response cap of the toy sizes, lowered to what a world's models can hold (:func:`world_max_new_tokens`).
+TOY_MAX_NEW_TOKENS = 64
+
+
+def world_max_new_tokens(root: str | Path, cap: int = TOY_MAX_NEW_TOKENS) -> int:
+    """``min(cap, P - L_prompt)``: the longest response a world's student can hold after its longest prompt.
+
+    ``P`` is ``max_position_embeddings`` of ``root/student/config.json`` and ``L_prompt`` the world's longest prompt
+    (``max_sequence_len - max_response_len``); ``cap`` when either file is missing (then nothing can run anyway,
+    and :func:`check_world_values` says which). data/oracle: min(64, 128 - 50) = 64; data/plan: min(64, 32 - 11) = 21.
+    """
+    import json
+
+    root = Path(root)
+    try:
+        positions = int(json.loads((root / "student" / "config.json").read_text())["max_position_embeddings"])
+        from drift.worlds import load_world
+
+        world = load_world(root)
+    except (OSError, KeyError, ValueError):
+        return cap
+    return max(1, min(cap, positions - (world.max_sequence_len - world.max_response_len)))
+
+
 def world_values(root: str | Path) -> dict[str, Any]:
     """The settings of an oracle-world folder laid out like ``data/oracle`` (``student/``, ``teacher/``,
-    ``prompts/heldout.jsonl`` beside ``prompts/train.jsonl``, ``world.json``) with the toy sizes; paths are not
-    checked here (:func:`check_world_values` does)."""
+    ``prompts/heldout.jsonl`` beside ``prompts/train.jsonl``, ``world.json``) with the toy sizes (the response cap
+    fitted to the world's models); paths are not checked here (:func:`check_world_values` does)."""
     root = Path(root)
     return {
         "student": str(root / "student"),
@@ -35,7 +60,7 @@ def world_values(root: str | Path) -> dict[str, Any]:
         "prompts": str(root / "prompts" / "heldout.jsonl"),
         "world": str(root / "world.json"),
         "samples_per_prompt": 4,
-        "max_new_tokens": 64,
+        "max_new_tokens": world_max_new_tokens(root),
         "gen_batch_size": 64,
         "num_threads": 1,
     }

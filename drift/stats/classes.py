@@ -56,14 +56,12 @@ class TokenClass:
         name: the ``group_by`` name. column: the token column it is computed from.
         kind: ``"zone"`` (quantile zones of ``column``) or ``"below"`` (``column < ln(low_prob)``, a bool).
         doc: one line saying what it means.
-        how_to_get: how to get ``column`` when a dataset lacks it (None: :func:`drift.schema.support_hint` says).
     """
 
     name: str
     column: str
     kind: str
     doc: str
-    how_to_get: str | None = None
 
 
 TOKEN_CLASSES: dict[str, TokenClass] = {c.name: c for c in (
@@ -73,10 +71,7 @@ TOKEN_CLASSES: dict[str, TokenClass] = {c.name: c for c in (
                "student_logprob < ln(low_prob): the student found its own sampled token unlikely"),
     TokenClass("teacher_mass_zone", "teacher_mass_student_topk", "zone",
                "quantile zone of the teacher's mass on the student's top-k (low = the student's candidates are "
-               "not the teacher's)",
-               how_to_get="it is written by full-vocabulary scoring in current drift (older datasets lack it): "
-                          "re-score the rollouts with `drift score --rollouts {dataset} --student S --teacher T "
-                          "--out {dataset}-rescored`"),
+               "not the teacher's)"),
 )}
 
 
@@ -160,7 +155,7 @@ def _missing(src: TokenSource, cls: TokenClass) -> str:
     dataset = str(src.dataset.root) if src.dataset is not None else "DATASET"
     hint = support_hint(cls.column, meta.get("support") or "full", teacher=bool(meta.get("has_teacher", True)),
                         dataset=dataset)
-    how = hint or (cls.how_to_get or "").format(dataset=dataset) or "no such column"
+    how = hint or "no such column (derived classes need it)"
     return f"token class {cls.name!r} needs the column {cls.column!r}, which {src.name} lacks: {how}"
 
 

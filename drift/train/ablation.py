@@ -170,8 +170,9 @@ class AblationConfig:
     full_kl_schedules: tuple[str, ...] = opt(("uniform", "prefix30", "suffix30", "iw_opd"),
                                              "schedules of the shorter full-KL check (those also in --schedules)")
     lr: float = opt(1e-4, "AdamW learning rate (same for every run)")
-    max_new_tokens: int = opt(64, "response cap of every rollout (the prompt plus this must fit the models' "
-                                  "context: data/plan's models have 32 positions, so use 16 there)")
+    max_new_tokens: int | None = opt(None, "response cap of every rollout (default: min(64, the room the world's "
+                                           "models leave after its longest prompt): 64 on data/oracle, 21 on "
+                                           "data/plan)")
     prompts_per_step: int = opt(8, "training prompts per step")
     samples_per_prompt: int = opt(4, "rollouts per prompt per step")
     eval_every: int = opt(10, "held-out evaluation interval (steps)")
@@ -206,8 +207,9 @@ class AblationConfig:
         c.check(bool(self.out), "out is required")
         for name in ("steps", "seeds", "full_kl_seeds", "prompts_per_step", "samples_per_prompt", "eval_every",
                      "eval_prompts", "eval_samples", "collect_prompts", "collect_samples", "recommend_prompts",
-                     "workers", "pilot_seeds", "pilot_window", "pilot_tolerance", "max_new_tokens"):
+                     "workers", "pilot_seeds", "pilot_window", "pilot_tolerance"):
             c.positive(name, getattr(self, name))
+        c.positive("max_new_tokens", self.max_new_tokens, allow_none=True)
         c.check(bool(self.world), "world is required (a folder such as data/oracle or data/plan)")
         c.check(not (self.pilot and self.steps_from), "--pilot and --steps-from exclude each other: run the pilot "
                                                       "first, then the ablation with --steps-from PILOT")
@@ -371,7 +373,7 @@ def prepare_schedules(cfg: AblationConfig, out: Path) -> tuple[dict[str, dict[st
         collect_from_config(CollectConfig(
             out=str(data), student=world["student"], teacher=world["teacher"], tokenizer=world["tokenizer"],
             prompts=world["prompts"], world=world["world"], samples_per_prompt=4, max_prompts=cfg.recommend_prompts,
-            max_new_tokens=cfg.max_new_tokens, seed=0, if_exists="overwrite",
+            max_new_tokens=cfg.max_new_tokens or world["max_new_tokens"], seed=0, if_exists="overwrite",
             scoring=ScoringOptions(progress=False, num_threads=1)))
         for name, signal in (("recommended", "auto"), ("fitted", "position")):
             if name in needed:
@@ -445,7 +447,8 @@ def _train_config(cfg: AblationConfig, loss: str, collect: bool, out: str, advan
     world = world_values_for(cfg.world)
     return TrainConfig(
         student=world["student"], teacher=world["teacher"], tokenizer=world["tokenizer"], prompts=world["prompts"],
-        heldout_prompts=world["heldout_prompts"], world=world["world"], max_new_tokens=cfg.max_new_tokens,
+        heldout_prompts=world["heldout_prompts"], world=world["world"],
+        max_new_tokens=cfg.max_new_tokens or world["max_new_tokens"],
         gen_batch_size=world["gen_batch_size"], advantage=advantage,
         out=out, steps=steps, lr=cfg.lr, loss=loss, prompts_per_step=cfg.prompts_per_step,
         samples_per_prompt=cfg.samples_per_prompt, eval_every=cfg.eval_every, eval_prompts=cfg.eval_prompts,

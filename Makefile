@@ -15,7 +15,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo demo-real test test-slow lint bench world ablation clean-venv
+.PHONY: install demo demo-real test test-slow lint bench world world-plan ablation ablation-plan train-real clean-venv
 
 install: $(STAMP)
 
@@ -46,11 +46,27 @@ lint: install
 bench: install
 	$(PY) -m benchmarks.bench_scoring
 
+# The ablation on each world: a uniform pilot measures the plateau and the seconds per run-step, the grid's steps
+# come from it (docs/ablation/: results, verdicts per paper claim per world). About 30 min per world on 2 quiet cores.
 ablation: install
-	$(PY) -m scripts.reproduce_ablation --out runs/ablation --if-exists overwrite
+	$(PY) -m scripts.reproduce_ablation --pilot --out runs/pilot-oracle --if-exists overwrite
+	$(PY) -m scripts.reproduce_ablation --steps-from runs/pilot-oracle --out runs/ablation-oracle --if-exists overwrite
+
+ablation-plan: install
+	$(PY) -m scripts.reproduce_ablation --pilot --world data/plan --pilot-seeds 4 --steps 200 --max-new-tokens 16 \
+		--out runs/pilot-plan --if-exists overwrite
+	$(PY) -m scripts.reproduce_ablation --world data/plan --steps-from runs/pilot-plan --seeds 4 --max-new-tokens 16 \
+		--out runs/ablation-plan --if-exists overwrite
+
+# Real-model OPD: SmolLM2-135M-Instruct context distillation, uniform / IW-OPD / recommended (docs/real_training/).
+train-real: install
+	$(PY) -m scripts.train_real --lr 3e-5 --if-exists overwrite
 
 world: install
 	$(PY) -m scripts.make_oracle_world --out data/oracle
+
+world-plan: install
+	$(PY) -m scripts.make_oracle_world --world plan --out data/plan
 
 clean-venv:
 	rm -rf $(VENV)

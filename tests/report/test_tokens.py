@@ -57,7 +57,7 @@ def variant(src, dst, *, support: str | None = None, drop=(), add=None, teacher:
     for part in sorted((dst / "tokens").glob("*.parquet")):
         table = pq.read_table(part)
         meta = json.loads(table.schema.metadata[DRIFT_METADATA_KEY])
-        table = table.drop_columns([c for c in drop if c in table.column_names])
+        table = table.drop_columns([c for c in dict.fromkeys(drop) if c in table.column_names])  # pyarrow: no repeats
         for name, arr in (add(table.to_pandas()) if add else {}).items():
             table = table.append_column(name, arr)
         if support:

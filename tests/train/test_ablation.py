@@ -17,7 +17,6 @@ from drift.train.ablation import (
     ALL_SCHEDULES,
     BASE_SCHEDULES,
     CONTROLS,
-    NO_VERDICT,
     AblationConfig,
     advantage_of,
     budget_plan,
@@ -33,6 +32,7 @@ from drift.train.ablation import (
     world_values_for,
 )
 from drift.train.pilot import plateau_scan, steps_for_plateau
+from drift.train.verdicts import NO_VERDICT
 
 
 def _metrics(acc_by_schedule: dict[str, list[list[float]]], steps: int = 4) -> pd.DataFrame:

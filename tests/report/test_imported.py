@@ -184,7 +184,8 @@ def test_import_without_teacher_and_with_a_loss_mask(rollouts, tmp_path):
     assert main(["schedule", "recommend", str(ds), "--out", str(ds / "schedule.json"), "--n-boot", "60"]) == 0
     res = build_report(ds, ReportConfig(dataset=str(ds), strict=True, **FAST))
     by_id = {s.id: s for s in res.sections}
-    assert [s.id for s in res.sections] == [*SECTION_IDS[:5], "sampler", *SECTION_IDS[5:]]
+    after = SECTION_IDS.index("trajectories") + 1  # the sampler section follows the per-rollout trajectories
+    assert [s.id for s in res.sections] == [*SECTION_IDS[:after], "sampler", *SECTION_IDS[after:]]
     # no teacher: the student's own log-prob is drawn, and every teacher metric says what adds it
     assert (res.figures_dir / "position_student_logprob.png").is_file()
     notes = [p for b in by_id["positions"].blocks if b.kind == "text" for p in b.paragraphs]

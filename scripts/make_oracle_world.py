@@ -93,6 +93,19 @@ def _save_model(model: Any, tokenizer: Any, folder: Path) -> None:
     tokenizer.save_pretrained(folder)
 
 
+def _files_table(log: dict[str, Any], *, heldout: str = "", logged: str = "configs, ") -> str:
+    """The README's table of a world folder's files (both worlds share the layout)."""
+    p = log["prompts"]
+    return f"""| file | what |
+|---|---|
+| `world.json` | the task (`drift.worlds.load_world`) |
+| `tokenizer/` | word-level Hugging Face tokenizer (`AutoTokenizer.from_pretrained`) |
+| `teacher/`, `student/` | Llama causal LMs with the tokenizer (`AutoModelForCausalLM.from_pretrained`) |
+| `prompts/train.jsonl` | {p['train']} prompts `{{"id", "prompt", "answer", "task"}}` |
+| `prompts/heldout.jsonl` | {p['heldout']} prompts, disjoint from train{heldout} |
+| `training_log.json` | {logged}parameter counts, wall times, evaluation curves, the numbers below |"""
+
+
 def _readme(log: dict[str, Any], out: Path) -> str:
     t, s, q = log["teacher"], log["student"], log["supervision_quality"]
     w = log["world"]
@@ -122,14 +135,7 @@ def _readme(log: dict[str, Any], out: Path) -> str:
 
 {task}
 
-| file | what |
-|---|---|
-| `world.json` | the task (`drift.worlds.load_world`) |
-| `tokenizer/` | word-level Hugging Face tokenizer (`AutoTokenizer.from_pretrained`) |
-| `teacher/`, `student/` | Llama causal LMs with the tokenizer (`AutoModelForCausalLM.from_pretrained`) |
-| `prompts/train.jsonl` | {log['prompts']['train']} prompts `{{"id", "prompt", "answer", "task"}}` |
-| `prompts/heldout.jsonl` | {log['prompts']['heldout']} prompts, disjoint from train |
-| `training_log.json` | configs, parameter counts, wall times, evaluation curves, the numbers below |
+{_files_table(log)}
 
 ## Numbers (held-out prompts)
 
@@ -202,14 +208,7 @@ def _plan_readme(log: dict[str, Any], out: Path) -> str:
 
 {task}
 
-| file | what |
-|---|---|
-| `world.json` | the task (`drift.worlds.load_world`) |
-| `tokenizer/` | word-level Hugging Face tokenizer (`AutoTokenizer.from_pretrained`) |
-| `teacher/`, `student/` | Llama causal LMs with the tokenizer (`AutoModelForCausalLM.from_pretrained`) |
-| `prompts/train.jsonl` | {log['prompts']['train']} prompts `{{"id", "prompt", "answer", "task"}}` |
-| `prompts/heldout.jsonl` | {log['prompts']['heldout']} prompts, disjoint from train (same cues, new inputs) |
-| `training_log.json` | configs, data options, parameter counts, wall times, evaluation curves, the numbers below |
+{_files_table(log, heldout=" (same cues, new inputs)", logged="configs, data options, ")}
 
 ## Numbers (held-out prompts)
 

@@ -50,15 +50,14 @@ from drift.stats.reader import TokenSource, quote_ident
 if TYPE_CHECKING:
     from drift.stats.bins import Cell, RolloutBins
 
-__all__ = ["CONTRAST_VERDICTS", "ONSET_FILE", "OnsetContrast", "OnsetInfo", "check_onsets",
+__all__ = ["CONTRAST_VERDICTS", "OnsetContrast", "OnsetInfo", "check_onsets",
            "onset_contrast", "onsets_file"]
 
-ONSET_FILE = ONSETS_FILE
 CONTRAST_VERDICTS: tuple[str, ...] = ("higher_after", "lower_after", "not_significant", "insufficient")
 
 
 def _make_it(dataset: str) -> str:
-    return f"write it with `drift onset {dataset} --out OUT` and pass --onsets OUT/{ONSET_FILE}"
+    return f"write it with `drift onset {dataset} --out OUT` and pass --onsets OUT/{ONSETS_FILE}"
 
 
 def onsets_file(path: str | Path, dataset: str = "DATASET") -> str:
@@ -72,7 +71,7 @@ def onsets_file(path: str | Path, dataset: str = "DATASET") -> str:
 
     p = Path(path)
     if p.is_dir():
-        p = p / ONSET_FILE
+        p = p / ONSETS_FILE
     if not p.is_file():
         raise DatasetError(f"--onsets {path}: no such file; {_make_it(dataset)}")
     try:
